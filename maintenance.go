@@ -1,0 +1,162 @@
+package raftbolt
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/raftbolt/raftbolt/internal/codec"
+	"go.etcd.io/bbolt"
+)
+
+// Check reads the whole store in one read transaction and verifies it:
+// every entry's checksum and decoding, that each entry holds the index it
+// is stored under, that the log has no holes, that every configuration
+// entry is indexed (and nothing else is), and that the format, commit-index
+// and configuration records decode. The error wraps ErrCorrupt and names
+// the first bad index or record. Writers are not blocked; Check sees the
+// store as of its start.
+func (s *Store) Check() error {
+	if err := s.rlock(); err != nil {
+		return err
+	}
+	defer s.dbMu.RUnlock()
+	return s.view("check", func(tx *bbolt.Tx) error {
+		if _, err := inspectLayout(tx); err != nil {
+			return err
+		}
+		b, err := openBuckets(tx)
+		if err != nil {
+			return err
+		}
+		if err := checkLog(b); err != nil {
+			return err
+		}
+		if _, err := getUint64(b.meta, keyCommit); err != nil {
+			return err
+		}
+		if _, err := getUint64(b.meta, keySnapshotConfig); err != nil {
+			return err
+		}
+		if rec := b.config.Get(keyLatest); rec != nil {
+			if _, _, err := codec.DecodeConfiguration(rec); err != nil {
+				return corruptf("configuration record: %v", err)
+			}
+		}
+		return nil
+	})
+}
+
+func checkLog(b buckets) error {
+	var prev uint64
+	c := b.log.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		index, ok := codec.Uint64(k)
+		if !ok {
+			return corruptf("log key %x (after index %d) is not an 8-byte index", k, prev)
+		}
+		if prev != 0 && index != prev+1 {
+			return corruptf("entry %d: missing (the log jumps from %d to %d)", prev+1, prev, index)
+		}
+		got, typ, err := codec.CheckEntry(v)
+		if err != nil {
+			return corruptf("entry %d: %v", index, err)
+		}
+		if got != index {
+			return corruptf("entry %d: record holds index %d", index, got)
+		}
+		if isConfigEntry(typ) && b.configIndex.Get(k) == nil {
+			return corruptf("entry %d: configuration entry missing from bucket %q", index, bucketConfigIndex)
+		}
+		prev = index
+	}
+	c = b.configIndex.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		index, ok := codec.Uint64(k)
+		if !ok {
+			return corruptf("bucket %q: key %x is not an 8-byte index", bucketConfigIndex, k)
+		}
+		v := b.log.Get(k)
+		if v == nil {
+			return corruptf("bucket %q lists entry %d, which is not in the log", bucketConfigIndex, index)
+		}
+		if _, typ, err := codec.CheckEntry(v); err == nil && !isConfigEntry(typ) {
+			return corruptf("bucket %q lists entry %d, which is a %v entry", bucketConfigIndex, index, typ)
+		}
+	}
+	return nil
+}
+
+// Backup writes a consistent copy of the store to w while the store stays
+// in use: one read transaction, so writers are not blocked (the file may
+// grow meanwhile, since pages freed during the copy are reused only after
+// it). The copy is itself a store file: Open it, or put it in place of the
+// original while no process uses that. It returns the bytes written.
+func (s *Store) Backup(w io.Writer) (int64, error) {
+	if w == nil {
+		return 0, opError("backup", s.path, invalidf("nil writer"))
+	}
+	if err := s.rlock(); err != nil {
+		return 0, err
+	}
+	defer s.dbMu.RUnlock()
+	var n int64
+	err := s.view("backup", func(tx *bbolt.Tx) (err error) {
+		n, err = tx.WriteTo(w)
+		if err != nil {
+			return fmt.Errorf("after %d bytes: %w", n, err)
+		}
+		return nil
+	})
+	return n, err
+}
+
+// Stats describes a store at one moment.
+type Stats struct {
+	FirstIndex  uint64 // 0 when the log is empty
+	LastIndex   uint64
+	CommitIndex uint64 // as persisted, before GetCommitIndex's cap
+	FileSize    int64  // bytes
+	// FreeBytes is the space inside the file that bbolt will reuse and
+	// Compact would give back.
+	FreeBytes    int64
+	PageSize     int
+	CacheEntries int // entries in the cache, and their encoded bytes
+	CacheBytes   int
+	// LastCompaction describes this handle's last Compact, nil if none.
+	LastCompaction *CompactStats
+}
+
+// Stats returns the store's statistics. On a read-only handle FreeBytes
+// costs a walk over every page (bbolt loads no freelist for such handles);
+// otherwise Stats is cheap.
+func (s *Store) Stats() (Stats, error) {
+	if err := s.rlock(); err != nil {
+		return Stats{}, err
+	}
+	defer s.dbMu.RUnlock()
+	st := Stats{
+		FirstIndex:     s.first.Load(),
+		LastIndex:      s.last.Load(),
+		CommitIndex:    s.commit.Load(),
+		FileSize:       fileSize(s.path),
+		PageSize:       s.db.Info().PageSize,
+		LastCompaction: s.lastCompact.Load(),
+	}
+	st.CacheEntries, st.CacheBytes = s.cache.Len()
+	if !s.opts.ReadOnly {
+		bs := s.db.Stats()
+		st.FreeBytes = int64(bs.FreePageN+bs.PendingPageN) * int64(st.PageSize)
+		return st, nil
+	}
+	err := s.view("stats", func(tx *bbolt.Tx) error {
+		used := int64(3) // two meta pages and the root bucket's page
+		_ = tx.ForEach(func(_ []byte, b *bbolt.Bucket) error {
+			bs := b.Stats()
+			used += int64(bs.BranchPageN + bs.BranchOverflowN + bs.LeafPageN + bs.LeafOverflowN)
+			return nil
+		})
+		st.FreeBytes = max(tx.Size()-used*int64(st.PageSize), 0)
+		return nil
+	})
+	return st, err
+}

@@ -1,0 +1,114 @@
+package raftbolt
+
+import (
+	"os"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Defaults for the zero values of Options.
+const (
+	// DefaultLockTimeout is how long Open waits for another handle to
+	// release the file before it returns ErrLocked.
+	DefaultLockTimeout = 3 * time.Second
+	// DefaultCacheSize is the number of most recent entries GetLog serves
+	// from memory. raft reads entries right after writing them (to apply
+	// them, and to replicate them to followers), so a few thousand covers
+	// a busy leader; raft.LogCache is not needed on top of it.
+	DefaultCacheSize = 4096
+	// DefaultCacheBytes bounds the memory the entry cache may hold.
+	DefaultCacheBytes = 32 << 20
+	// DefaultMetricsInterval is how often the file-size and free-space
+	// gauges are emitted.
+	DefaultMetricsInterval = 10 * time.Second
+)
+
+// fileMode is the permission of the files Open and Compact create: a raft
+// log holds every command the cluster ever applied, so it is the owner's.
+const fileMode os.FileMode = 0o600
+
+// Options configures a Store. The zero value (or a nil *Options) gives a
+// durable store with the defaults documented on each field.
+type Options struct {
+	// ReadOnly opens the store for inspection: the file is never created,
+	// no bucket is ever added, and every write returns ErrReadOnly. Several
+	// read-only handles may share a file; a read-only Open waits (up to
+	// LockTimeout) while a writable handle holds it.
+	ReadOnly bool
+
+	// NoSync skips fsync after each commit. A crash of the machine (not of
+	// the process) may then lose acknowledged writes or corrupt the file.
+	// For tests and benchmarks only.
+	NoSync bool
+
+	// LockTimeout is how long Open waits while another handle, in this
+	// process or another, holds the file. 0 means DefaultLockTimeout; after
+	// it Open returns ErrLocked naming the path.
+	LockTimeout time.Duration
+
+	// CacheSize is the number of most recent entries GetLog serves from
+	// memory without a bbolt transaction. 0 means DefaultCacheSize; a
+	// negative value disables the cache.
+	CacheSize int
+
+	// CacheBytes bounds the encoded size of the cached entries; the oldest
+	// are evicted first. 0 means DefaultCacheBytes; a negative value leaves
+	// the cache bounded by CacheSize alone.
+	CacheBytes int
+
+	// Logger receives the store's structured logs. nil means a logger that
+	// writes warnings and errors to stderr and nothing else.
+	Logger hclog.Logger
+
+	// MetricsInterval is how often the raftbolt.file.size_bytes and
+	// raftbolt.file.free_bytes gauges are emitted (through go-metrics'
+	// global sink). 0 means DefaultMetricsInterval; negative disables them.
+	MetricsInterval time.Duration
+
+	// InitialMmapSize is the initial size of bbolt's memory map, in bytes.
+	// A map at least as large as the file saves remapping as it grows,
+	// which waits for every open read transaction. 0 lets bbolt size it.
+	InitialMmapSize int
+
+	// VerifyOnOpen makes Open check every page of the file's B+tree
+	// (bounds, types, key order, no page reachable twice) before bbolt maps
+	// it, even after a clean Close. Open always does this after a crash,
+	// when bbolt would otherwise walk an unchecked tree itself. The cost is
+	// one read of every page; the raftbolt tool's check command sets it.
+	VerifyOnOpen bool
+}
+
+// withDefaults returns a copy of o (nil allowed) with defaults filled in.
+func (o *Options) withDefaults() (Options, error) {
+	var r Options
+	if o != nil {
+		r = *o
+	}
+	if r.LockTimeout < 0 {
+		return r, invalidf("negative LockTimeout %v", r.LockTimeout)
+	}
+	if r.InitialMmapSize < 0 {
+		return r, invalidf("negative InitialMmapSize %d", r.InitialMmapSize)
+	}
+	if r.LockTimeout == 0 {
+		r.LockTimeout = DefaultLockTimeout
+	}
+	if r.CacheSize == 0 {
+		r.CacheSize = DefaultCacheSize
+	}
+	if r.CacheBytes == 0 {
+		r.CacheBytes = DefaultCacheBytes
+	}
+	if r.MetricsInterval == 0 {
+		r.MetricsInterval = DefaultMetricsInterval
+	}
+	if r.Logger == nil {
+		r.Logger = hclog.New(&hclog.LoggerOptions{
+			Name:   "raftbolt",
+			Level:  hclog.Warn,
+			Output: os.Stderr,
+		})
+	}
+	return r, nil
+}
