@@ -529,10 +529,10 @@ func TestConfiguration(t *testing.T) {
 	require.Equal(t, nonvoter, cfg)
 
 	bad := map[string]raft.Configuration{
-		"no servers":   {},
-		"empty id":     {Servers: []raft.Server{{ID: "", Address: "x"}}},
-		"empty addr":   {Servers: []raft.Server{{ID: "a", Address: ""}}},
-		"duplicate id": {Servers: []raft.Server{{ID: "a", Address: "x"}, {ID: "a", Address: "y"}}},
+		"no servers":        {},
+		"empty id":          {Servers: []raft.Server{{ID: "", Address: "x"}}},
+		"empty addr":        {Servers: []raft.Server{{ID: "a", Address: ""}}},
+		"duplicate id":      {Servers: []raft.Server{{ID: "a", Address: "x"}, {ID: "a", Address: "y"}}},
 		"duplicate address": {Servers: []raft.Server{{ID: "a", Address: "x"}, {ID: "b", Address: "x"}}},
 		"no voter":          {Servers: []raft.Server{{ID: "a", Address: "x", Suffrage: raft.Nonvoter}}},
 		"bad suffrage":      {Servers: []raft.Server{{ID: "a", Address: "x", Suffrage: 7}}},

@@ -281,7 +281,7 @@ func Walk(r io.ReaderAt, rep Report) error {
 type walker struct {
 	r    io.ReaderAt
 	m    Meta
-	seen []uint64   // bitmap of pages reached so far
+	seen []uint64 // bitmap of pages reached so far
 	bufs [][]byte // bufs[depth] holds the page being checked at that depth
 }
 
