@@ -43,6 +43,9 @@ var (
 	// keySnapshotConfig is the largest configuration index of a snapshot
 	// recorded through WrapSnapshotStore (8-byte big-endian).
 	keySnapshotConfig = []byte("snapshot-config-index")
+	// keySnapshotIndex is the largest index of a snapshot recorded through
+	// WrapSnapshotStore (8-byte big-endian).
+	keySnapshotIndex = []byte("snapshot-index")
 	// keyLatest is bucketConfig's only key: the latest configuration.
 	keyLatest = []byte("latest")
 )

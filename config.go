@@ -19,14 +19,22 @@ func (s *Store) StoreConfiguration(index uint64, c raft.Configuration) error {
 	return s.recordConfiguration("store configuration", index, c, 0)
 }
 
-// recordSnapshotConfiguration records the configuration of a snapshot
-// (WrapSnapshotStore): as StoreConfiguration does, and, in the same
-// transaction, raises the snapshot configuration index that
-// GetCommitIndex's cap compares configuration entries with.
-func (s *Store) recordSnapshotConfiguration(index uint64, c raft.Configuration) error {
-	return s.recordConfiguration("record snapshot configuration", index, c, index)
+// recordSnapshotConfiguration records the configuration of a durable
+// snapshot taken at snapshotIndex (WrapSnapshotStore): as StoreConfiguration
+// does, and in the same transaction it raises the snapshot index and the
+// snapshot configuration index that GetCommitIndex's caps compare with.
+func (s *Store) recordSnapshotConfiguration(snapshotIndex, index uint64, c raft.Configuration) error {
+	if snapshotIndex < index {
+		return opError("record snapshot configuration", s.path,
+			invalidf("snapshot %d holds a configuration of a later index %d", snapshotIndex, index))
+	}
+	return s.recordConfiguration("record snapshot configuration", index, c, snapshotIndex)
 }
 
+// recordConfiguration records configuration c of the given index. When
+// snapshotIndex is non-zero, c is the configuration of a snapshot taken at
+// snapshotIndex, and the snapshot marks in bucketMeta are raised in the
+// same transaction. The transaction is skipped when nothing would change.
 func (s *Store) recordConfiguration(op string, index uint64, c raft.Configuration, snapshotIndex uint64) error {
 	if err := s.lockWrite(); err != nil {
 		return err
@@ -38,20 +46,24 @@ func (s *Store) recordConfiguration(op string, index uint64, c raft.Configuratio
 	if err := checkConfiguration(c); err != nil {
 		return opError(op, s.path, fmt.Errorf("configuration at index %d: %w", index, err))
 	}
-	// Decide in a read transaction whether anything changes, so that an
-	// older or repeated configuration costs no commit (and no fsync).
-	var writeConfig, writeSnapshot bool
+	// Decide in a read transaction what changes, so that an older or
+	// repeated configuration costs no commit (and no fsync).
+	var writeConfig, writeSnapConf, writeSnapIndex bool
 	err := s.view(op, func(tx *bbolt.Tx) error {
 		b, err := openBuckets(tx)
 		if err != nil {
 			return err
 		}
 		if snapshotIndex > 0 {
-			covered, err := getUint64(b.meta, keySnapshotConfig)
+			confIndex, err := getUint64(b.meta, keySnapshotConfig)
 			if err != nil {
 				return err
 			}
-			writeSnapshot = snapshotIndex > covered
+			snapIndex, err := getUint64(b.meta, keySnapshotIndex)
+			if err != nil {
+				return err
+			}
+			writeSnapConf, writeSnapIndex = index > confIndex, snapshotIndex > snapIndex
 		}
 		rec := b.config.Get(keyLatest)
 		if rec == nil {
@@ -69,7 +81,7 @@ func (s *Store) recordConfiguration(op string, index uint64, c raft.Configuratio
 		writeConfig = index > cur || index == cur && !equalConfiguration(c, curConf)
 		return nil
 	})
-	if err != nil || !writeConfig && !writeSnapshot {
+	if err != nil || !writeConfig && !writeSnapConf && !writeSnapIndex {
 		return err
 	}
 	rec := codec.AppendConfiguration(nil, index, c)
@@ -78,8 +90,13 @@ func (s *Store) recordConfiguration(op string, index uint64, c raft.Configuratio
 		if err != nil {
 			return err
 		}
-		if writeSnapshot {
-			if err := b.meta.Put(keySnapshotConfig, codec.PutUint64(snapshotIndex)); err != nil {
+		if writeSnapConf {
+			if err := b.meta.Put(keySnapshotConfig, codec.PutUint64(index)); err != nil {
+				return err
+			}
+		}
+		if writeSnapIndex {
+			if err := b.meta.Put(keySnapshotIndex, codec.PutUint64(snapshotIndex)); err != nil {
 				return err
 			}
 		}

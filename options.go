@@ -19,6 +19,9 @@ const (
 	DefaultCacheSize = 4096
 	// DefaultCacheBytes bounds the memory the entry cache may hold.
 	DefaultCacheBytes = 32 << 20
+	// DefaultRestoreReplayLimit bounds how many entries GetCommitIndex lets
+	// raft replay at start-up (see Options.RestoreReplayLimit).
+	DefaultRestoreReplayLimit = 8192
 	// DefaultMetricsInterval is how often the file-size and free-space
 	// gauges are emitted.
 	DefaultMetricsInterval = 10 * time.Second
@@ -66,6 +69,18 @@ type Options struct {
 	// global sink). 0 means DefaultMetricsInterval; negative disables them.
 	MetricsInterval time.Duration
 
+	// RestoreReplayLimit bounds the entries past the newest snapshot
+	// recorded through WrapSnapshotStore (or past index 0 when none was)
+	// that GetCommitIndex lets raft replay when Config.RestoreCommittedLogs
+	// is set. raft v1.8.0 replays them inside NewRaft, before its FSM
+	// goroutine runs, through a channel of 128 batches of at most
+	// Config.MaxAppendEntries entries: one more batch and NewRaft blocks for
+	// ever. Keep it at most 128 x MaxAppendEntries. 0 means
+	// DefaultRestoreReplayLimit (128 x raft's default of 64); negative
+	// removes the bound. Entries not replayed are applied after the
+	// election, as without RestoreCommittedLogs.
+	RestoreReplayLimit int
+
 	// InitialMmapSize is the initial size of bbolt's memory map, in bytes.
 	// A map at least as large as the file saves remapping as it grows,
 	// which waits for every open read transaction. 0 lets bbolt size it.
@@ -99,6 +114,9 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if r.CacheBytes == 0 {
 		r.CacheBytes = DefaultCacheBytes
+	}
+	if r.RestoreReplayLimit == 0 {
+		r.RestoreReplayLimit = DefaultRestoreReplayLimit
 	}
 	if r.MetricsInterval == 0 {
 		r.MetricsInterval = DefaultMetricsInterval

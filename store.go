@@ -511,6 +511,7 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 			ErrNotContiguous, first, last, last+1))
 	}
 	commit, staged := s.commit.Load(), s.staged.Load()
+	boot := bootstrapConfiguration(logs[0])
 
 	err = s.update(op, func(tx *bbolt.Tx) error {
 		b, err := openBuckets(tx)
@@ -526,6 +527,11 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 				if err := b.configIndex.Put(key[:], nil); err != nil {
 					return fmt.Errorf("configuration entry %d: %w", l.Index, err)
 				}
+			}
+		}
+		if boot != nil && b.config.Get(keyLatest) == nil {
+			if err := b.config.Put(keyLatest, boot); err != nil {
+				return err
 			}
 		}
 		if staged != commit {
@@ -571,6 +577,24 @@ func encodeBatch(logs []*raft.Log) (recs [][]byte, size int, err error) {
 		size += n
 	}
 	return recs, size, nil
+}
+
+// bootstrapConfiguration returns the configuration record of l when l is
+// the entry raft.BootstrapCluster writes (index 1, term 1, a configuration),
+// or nil. StoreLogs records it as the latest configuration when none is
+// recorded yet: it is every node's first configuration and nothing can
+// replace it at index 1, and recording it with the entry means a node knows
+// its cluster from the moment it is bootstrapped, not only once the FSM
+// has applied the entry.
+func bootstrapConfiguration(l *raft.Log) []byte {
+	if l.Index != 1 || l.Term != 1 || l.Type != raft.LogConfiguration {
+		return nil
+	}
+	c, err := decodeConfiguration(l.Data)
+	if err != nil || checkConfiguration(c) != nil {
+		return nil
+	}
+	return codec.AppendConfiguration(nil, 1, c)
 }
 
 // isConfigEntry reports whether raft loads a configuration from entries of
@@ -669,17 +693,24 @@ func (s *Store) StageCommitIndex(index uint64) error {
 }
 
 // GetCommitIndex returns the persisted commit index, never more than
-// LastIndex, 0 when none was persisted.
+// LastIndex, 0 when none was persisted, with two caps for raft v1.8's
+// Config.RestoreCommittedLogs, which replays the entries up to this index
+// inside NewRaft. Returning less only shortens that replay (the rest is
+// applied after the election, as without the option); it is always safe.
 //
-// One cap applies. raft v1.8 with Config.RestoreCommittedLogs replays the
-// entries up to this index at start-up, then looks for configuration
-// entries only after it; a configuration entry at or below the returned
-// index that no snapshot covers would be forgotten, and the node would
-// start without its cluster ("no known peers"). So when the log holds
-// configuration entries at or below the commit index that no snapshot
-// recorded through WrapSnapshotStore covers (one whose configuration index
-// is at least the entry's), this returns c-1 for the newest such entry c.
-// Returning less only shortens raft's start-up replay; it is always safe.
+// The first cap keeps the replay within Options.RestoreReplayLimit entries
+// past the newest snapshot recorded through WrapSnapshotStore: raft v1.8.0
+// queues the replay on a channel nobody reads until NewRaft returns, and
+// blocks for ever once it holds 128 batches.
+//
+// The second keeps the node's cluster configuration: after the replay raft
+// looks for configuration entries only past this index, so a configuration
+// entry at or below it that no snapshot covers would be forgotten and the
+// node would start with no peers ("no known peers, aborting election").
+// When the log holds configuration entries at or below the index that no
+// snapshot recorded through WrapSnapshotStore covers (one whose
+// configuration index is at least the entry's), the result is c-1 for the
+// newest such entry c.
 func (s *Store) GetCommitIndex() (uint64, error) {
 	if err := s.rlock(); err != nil {
 		return 0, err
@@ -694,12 +725,21 @@ func (s *Store) GetCommitIndex() (uint64, error) {
 		if err != nil {
 			return err
 		}
+		snapIndex, err := getUint64(b.meta, keySnapshotIndex)
+		if err != nil {
+			return err
+		}
 		covered, err := getUint64(b.meta, keySnapshotConfig)
 		if err != nil {
 			return err
 		}
+		if limit := s.opts.RestoreReplayLimit; limit > 0 && c > snapIndex+uint64(limit) {
+			s.logger.Debug("commit index capped to bound raft's start-up replay",
+				"commit_index", c, "snapshot_index", snapIndex, "limit", limit)
+			c = snapIndex + uint64(limit)
+		}
 		if cfg := newestAtOrBelow(b.configIndex, c); cfg > covered {
-			s.logger.Debug("commit index capped below an uncovered configuration entry",
+			s.logger.Debug("commit index capped below a configuration entry no snapshot covers",
 				"commit_index", c, "configuration_index", cfg, "snapshot_configuration_index", covered)
 			c = cfg - 1
 		}

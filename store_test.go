@@ -478,13 +478,13 @@ func TestCommitIndexCapBelowUncoveredConfiguration(t *testing.T) {
 	require.EqualValues(t, 5, c, "just below the newest configuration entry <= 8")
 
 	// A snapshot that covers the configuration at 1 but not the one at 6.
-	require.NoError(t, s.recordSnapshotConfiguration(1, testConfiguration("a")))
+	require.NoError(t, s.recordSnapshotConfiguration(3, 1, testConfiguration("a")))
 	c, err = s.GetCommitIndex()
 	require.NoError(t, err)
 	require.EqualValues(t, 5, c)
 
 	// One that covers 6 lifts the cap.
-	require.NoError(t, s.recordSnapshotConfiguration(6, testConfiguration("a", "b")))
+	require.NoError(t, s.recordSnapshotConfiguration(7, 6, testConfiguration("a", "b")))
 	c, err = s.GetCommitIndex()
 	require.NoError(t, err)
 	require.EqualValues(t, 8, c)
