@@ -337,7 +337,7 @@ func TestFSMAdapterRetriesFailedRecords(t *testing.T) {
 type bytesLog struct{ b []byte }
 
 func (l *bytesLog) Write(p []byte) (int, error) { l.b = append(l.b, p...); return len(p), nil }
-func (l *bytesLog) String() string             { return string(l.b) }
+func (l *bytesLog) String() string              { return string(l.b) }
 
 // batchingFSM records the batches raft would hand a BatchingFSM.
 type batchingFSM struct {

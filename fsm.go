@@ -31,7 +31,7 @@ import (
 type FSM struct {
 	store    *Store
 	inner    raft.FSM
-	batching raft.BatchingFSM       // inner, if it batches
+	batching raft.BatchingFSM        // inner, if it batches
 	confs    raft.ConfigurationStore // inner, if it stores configurations and does not batch
 	logger   hclog.Logger
 
