@@ -231,9 +231,10 @@ func TestThreeNodeCluster(t *testing.T) {
 	c.apply(want...)
 	c.converged(want)
 	for _, n := range c.nodes {
-		first, err := n.store.FirstIndex()
-		require.NoError(t, err)
-		require.Greater(t, first, uint64(1), "%s: the log was never truncated", n.id)
+		require.Eventually(t, func() bool {
+			first, err := n.store.FirstIndex()
+			return err == nil && first > 1
+		}, 30*time.Second, 20*time.Millisecond, "%s: the log was never truncated", n.id)
 		require.NoError(t, n.store.Check())
 	}
 

@@ -91,12 +91,12 @@ func (s *Store) recordConfiguration(op string, index uint64, c raft.Configuratio
 			return err
 		}
 		if writeSnapConf {
-			if err := b.meta.Put(keySnapshotConfig, codec.PutUint64(index)); err != nil {
+			if err := putUint64(b.meta, keySnapshotConfig, index); err != nil {
 				return err
 			}
 		}
 		if writeSnapIndex {
-			if err := b.meta.Put(keySnapshotIndex, codec.PutUint64(snapshotIndex)); err != nil {
+			if err := putUint64(b.meta, keySnapshotIndex, snapshotIndex); err != nil {
 				return err
 			}
 		}

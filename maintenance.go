@@ -11,8 +11,8 @@ import (
 // Check reads the whole store in one read transaction and verifies it:
 // every entry's checksum and decoding, that each entry holds the index it
 // is stored under, that the log has no holes, that every configuration
-// entry is indexed (and nothing else is), and that the format, commit-index
-// and configuration records decode. The error wraps ErrCorrupt and names
+// entry is indexed (and nothing else is), and the checksums of the stable
+// values and of the format, integer and configuration records. The error wraps ErrCorrupt and names
 // the first bad index or record. Writers are not blocked; Check sees the
 // store as of its start.
 func (s *Store) Check() error {
@@ -31,10 +31,17 @@ func (s *Store) Check() error {
 		if err := checkLog(b); err != nil {
 			return err
 		}
-		if _, err := getUint64(b.meta, keyCommit); err != nil {
-			return err
+		for _, key := range [][]byte{keyCommit, keySnapshotIndex, keySnapshotConfig} {
+			if _, err := getUint64(b.meta, key); err != nil {
+				return err
+			}
 		}
-		if _, err := getUint64(b.meta, keySnapshotConfig); err != nil {
+		if err := b.stable.ForEach(func(k, v []byte) error {
+			if _, err := codec.DecodeValue(k, v); err != nil {
+				return corruptf("stable key %q: %v", k, err)
+			}
+			return nil
+		}); err != nil {
 			return err
 		}
 		if rec := b.config.Get(keyLatest); rec != nil {

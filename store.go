@@ -297,18 +297,22 @@ func (s *Store) loadState() error {
 	})
 }
 
-// getUint64 reads an 8-byte big-endian value of bucketMeta; a missing key
-// is 0.
+// getUint64 reads an integer record of bucketMeta; a missing key is 0.
 func getUint64(b *bbolt.Bucket, key []byte) (uint64, error) {
-	v := b.Get(key)
-	if v == nil {
+	rec := b.Get(key)
+	if rec == nil {
 		return 0, nil
 	}
-	n, ok := codec.Uint64(v)
-	if !ok {
-		return 0, corruptf("%q holds %d bytes, not an 8-byte integer", key, len(v))
+	n, err := codec.DecodeUint64Value(key, rec)
+	if err != nil {
+		return 0, corruptf("bucket %q, key %q: %v", bucketMeta, key, err)
 	}
 	return n, nil
+}
+
+// putUint64 writes an integer record of bucketMeta.
+func putUint64(b *bbolt.Bucket, key []byte, v uint64) error {
+	return b.Put(key, codec.AppendUint64Value(nil, key, v))
 }
 
 // Path returns the path the store was opened with.
@@ -425,8 +429,8 @@ func (s *Store) IsMonotonic() bool { return true }
 
 // GetLog reads the entry at index into log. It returns raft.ErrLogNotFound
 // itself when there is no such entry, and an error wrapping ErrCorrupt
-// when the stored bytes fail their checksum, do not decode, or hold
-// another index.
+// when the stored bytes fail their checksum, do not decode, hold another
+// index, or are missing from inside the log (which is contiguous).
 func (s *Store) GetLog(index uint64, log *raft.Log) error {
 	if log == nil {
 		return opError("get log", s.path, invalidf("nil *raft.Log for index %d", index))
@@ -434,7 +438,32 @@ func (s *Store) GetLog(index uint64, log *raft.Log) error {
 	if err := s.rlock(); err != nil {
 		return err
 	}
+	err := s.getLog(index, log)
+	s.dbMu.RUnlock()
+	if err != errMissing {
+		return err
+	}
+	// The entry was missing although the mirrors said it is there: either a
+	// truncation committed meanwhile, or the file is damaged. With writes
+	// excluded the mirrors match the file, so ask again.
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if err := s.rlock(); err != nil {
+		return err
+	}
 	defer s.dbMu.RUnlock()
+	if err = s.getLog(index, log); err == errMissing {
+		return s.corruptEntry(index, fmt.Errorf("missing from the log %d-%d", s.first.Load(), s.last.Load()))
+	}
+	return err
+}
+
+// errMissing is getLog's answer for an entry inside first..last that the
+// file does not hold.
+var errMissing = errors.New("entry missing inside the log")
+
+// getLog serves GetLog from the cache or the file; the caller holds dbMu.
+func (s *Store) getLog(index uint64, log *raft.Log) error {
 	if rec, ok := s.cache.Get(index); ok {
 		metrics.IncrCounter(metricGetLogCacheHit, 1)
 		return s.decode(index, rec, log)
@@ -444,7 +473,11 @@ func (s *Store) GetLog(index uint64, log *raft.Log) error {
 	}
 	metrics.IncrCounter(metricGetLogCacheMiss, 1)
 	defer metrics.MeasureSince(metricGetLog, time.Now())
-	return s.readLog(index, log)
+	err := s.readLog(index, log)
+	if err == errLogNotFound {
+		return errMissing
+	}
+	return err
 }
 
 // readLog reads entry index from the file through the shared reader.
@@ -535,7 +568,7 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 			}
 		}
 		if staged != commit {
-			return b.meta.Put(keyCommit, codec.PutUint64(staged))
+			return putUint64(b.meta, keyCommit, staged)
 		}
 		return nil
 	})
@@ -781,15 +814,13 @@ func (s *Store) Set(key, val []byte) error {
 	if len(val) > bbolt.MaxValueSize {
 		return opError(op, s.path, invalidf("value of key %q is %d bytes, over bbolt's limit of %d", key, len(val), bbolt.MaxValueSize))
 	}
-	if val == nil {
-		val = []byte{} // bbolt stores nil as empty; say so explicitly
-	}
+	rec := codec.AppendValue(nil, key, val)
 	return s.update(op, func(tx *bbolt.Tx) error {
 		b, err := openBuckets(tx)
 		if err != nil {
 			return err
 		}
-		return b.stable.Put(key, val)
+		return b.stable.Put(key, rec)
 	})
 }
 
@@ -809,9 +840,13 @@ func (s *Store) Get(key []byte) ([]byte, error) {
 		if err != nil {
 			return err
 		}
-		v := b.stable.Get(key)
-		if v == nil {
+		rec := b.stable.Get(key)
+		if rec == nil {
 			return ErrKeyNotFound
+		}
+		v, err := codec.DecodeValue(key, rec)
+		if err != nil {
+			return corruptf("stable key %q: %v", key, err)
 		}
 		val = append(make([]byte, 0, len(v)), v...)
 		return nil

@@ -587,6 +587,46 @@ func TestGetLogDetectsCorruption(t *testing.T) {
 	require.ErrorContains(t, err, "entry 4:")
 }
 
+func TestMissingEntriesAndDamagedValuesAreCorruption(t *testing.T) {
+	s := openTest(t)
+	require.NoError(t, s.StoreLogs(entries(1, 10)))
+	require.NoError(t, s.SetUint64([]byte("CurrentTerm"), 5))
+	require.NoError(t, s.Set([]byte("LastVoteCand"), []byte("node-2")))
+	require.NoError(t, s.Close())
+
+	db, err := bbolt.Open(s.Path(), 0o600, nil)
+	require.NoError(t, err)
+	require.NoError(t, db.Update(func(tx *bbolt.Tx) error {
+		k := codec.Key(6)
+		if err := tx.Bucket(bucketLog).Delete(k[:]); err != nil {
+			return err
+		}
+		st := tx.Bucket(bucketStable)
+		rec := bytes.Clone(st.Get([]byte("CurrentTerm")))
+		rec[3] ^= 1
+		if err := st.Put([]byte("CurrentTerm"), rec); err != nil {
+			return err
+		}
+		// A valid record moved under another key.
+		return st.Put([]byte("LastVoteTerm"), st.Get([]byte("LastVoteCand")))
+	}))
+	require.NoError(t, db.Close())
+
+	s = openAt(t, s.Path())
+	var l raft.Log
+	err = s.GetLog(6, &l)
+	require.ErrorIs(t, err, ErrCorrupt, "a hole inside the log is damage, not 'not found'")
+	require.ErrorContains(t, err, "entry 6: missing from the log 1-10")
+	_, err = s.GetUint64([]byte("CurrentTerm"))
+	require.ErrorIs(t, err, ErrCorrupt)
+	require.ErrorContains(t, err, "CurrentTerm")
+	_, err = s.Get([]byte("LastVoteTerm"))
+	require.ErrorIs(t, err, ErrCorrupt)
+	v, err := s.Get([]byte("LastVoteCand"))
+	require.NoError(t, err)
+	require.Equal(t, []byte("node-2"), v)
+}
+
 func TestCheckFindsHoles(t *testing.T) {
 	s := openTest(t)
 	require.NoError(t, s.Check(), "an empty store is fine")
