@@ -68,12 +68,21 @@ func NewFSM(store *Store, inner raft.FSM) *FSM {
 	return f
 }
 
+// errNoInner is every response of an FSM made without an inner FSM.
+var errNoInner = fmt.Errorf("%w: NewFSM was given a nil inner raft.FSM", ErrInvalid)
+
 // Apply applies a single entry, as raft does for a non-batching FSM: a
 // LogCommand goes to the inner FSM, a LogConfiguration is recorded.
 func (f *FSM) Apply(l *raft.Log) interface{} {
 	f.retry()
+	if l == nil {
+		return fmt.Errorf("%w: nil *raft.Log", ErrInvalid)
+	}
 	switch l.Type {
 	case raft.LogCommand:
+		if f.inner == nil {
+			return errNoInner
+		}
 		return f.inner.Apply(l)
 	case raft.LogConfiguration:
 		f.applyConfiguration(l)
@@ -86,7 +95,7 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	f.retry()
 	for _, l := range logs {
-		if l.Type == raft.LogConfiguration {
+		if l != nil && l.Type == raft.LogConfiguration {
 			f.applyConfiguration(l)
 		}
 	}
@@ -95,7 +104,12 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	}
 	resp := make([]interface{}, len(logs))
 	for i, l := range logs {
-		if l.Type == raft.LogCommand {
+		switch {
+		case l == nil:
+			resp[i] = fmt.Errorf("%w: nil *raft.Log in the batch", ErrInvalid)
+		case l.Type == raft.LogCommand && f.inner == nil:
+			resp[i] = errNoInner
+		case l.Type == raft.LogCommand:
 			resp[i] = f.inner.Apply(l)
 		}
 	}
@@ -130,12 +144,21 @@ func (f *FSM) StoreConfiguration(index uint64, c raft.Configuration) {
 // Snapshot returns the inner FSM's snapshot.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.retry()
+	if f.inner == nil {
+		return nil, errNoInner
+	}
 	return f.inner.Snapshot()
 }
 
 // Restore restores the inner FSM. The snapshot's configuration is recorded
 // by the snapshot store (WrapSnapshotStore) when raft writes the snapshot.
 func (f *FSM) Restore(rc io.ReadCloser) error {
+	if f.inner == nil {
+		if rc != nil {
+			_ = rc.Close()
+		}
+		return errNoInner
+	}
 	return f.inner.Restore(rc)
 }
 

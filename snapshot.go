@@ -1,6 +1,7 @@
 package raftbolt
 
 import (
+	"fmt"
 	"io"
 
 	metrics "github.com/hashicorp/go-metrics"
@@ -25,8 +26,15 @@ type snapshotStore struct {
 	inner raft.SnapshotStore
 }
 
+// errNoSnapshotStore is returned by a wrapper made without a store or an
+// inner snapshot store.
+var errNoSnapshotStore = fmt.Errorf("%w: WrapSnapshotStore needs a *Store and an inner raft.SnapshotStore", ErrInvalid)
+
 func (w *snapshotStore) Create(version raft.SnapshotVersion, index, term uint64, configuration raft.Configuration,
 	configurationIndex uint64, trans raft.Transport) (raft.SnapshotSink, error) {
+	if w.store == nil || w.inner == nil {
+		return nil, errNoSnapshotStore
+	}
 	sink, err := w.inner.Create(version, index, term, configuration, configurationIndex, trans)
 	if err != nil {
 		return nil, err
@@ -34,9 +42,17 @@ func (w *snapshotStore) Create(version raft.SnapshotVersion, index, term uint64,
 	return &recordingSink{SnapshotSink: sink, store: w.store, index: index, conf: configuration, confIndex: configurationIndex}, nil
 }
 
-func (w *snapshotStore) List() ([]*raft.SnapshotMeta, error) { return w.inner.List() }
+func (w *snapshotStore) List() ([]*raft.SnapshotMeta, error) {
+	if w.inner == nil {
+		return nil, errNoSnapshotStore
+	}
+	return w.inner.List()
+}
 
 func (w *snapshotStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
+	if w.inner == nil {
+		return nil, nil, errNoSnapshotStore
+	}
 	return w.inner.Open(id)
 }
 

@@ -263,16 +263,30 @@ func readHeader(r io.ReaderAt, m Meta, id uint64) (header, error) {
 // type that identify themselves, no page reachable twice (so no cycle),
 // every element and key inside its page, keys in strictly ascending order
 // within and across pages, nested and inline buckets alike.
+//
+// With a synced freelist it also checks that no page in use is listed as
+// free: bbolt would hand such a page to the next write, overwriting live
+// data.
 func Walk(r io.ReaderAt, rep Report) error {
 	w := &walker{r: r, m: rep.Meta, seen: make([]uint64, (rep.Meta.HighMark+63)/64)}
-	w.mark(0, 0)
-	w.mark(1, 0)
 	if rep.Meta.FreelistSynced() {
+		ids, err := readFreelist(r, rep.Meta)
+		if err != nil {
+			return err
+		}
+		for _, id := range ids {
+			w.mark(id, 0)
+		}
 		h, err := readHeader(r, rep.Meta, rep.Meta.Freelist)
 		if err != nil {
 			return err
 		}
-		w.mark(rep.Meta.Freelist, h.overflow)
+		if !w.mark(rep.Meta.Freelist, h.overflow) {
+			return fmt.Errorf("%w: the freelist lists its own page %d as free", ErrDamaged, rep.Meta.Freelist)
+		}
+	}
+	if !w.mark(0, 0) || !w.mark(1, 0) {
+		return fmt.Errorf("%w: the freelist lists a meta page as free", ErrDamaged)
 	}
 	_, err := w.tree(rep.Meta.Root, nil, nil, 0)
 	return err
@@ -311,7 +325,7 @@ func (w *walker) tree(id uint64, lo, hi []byte, depth int) ([]byte, error) {
 		return nil, err
 	}
 	if !w.mark(id, h.overflow) {
-		return nil, fmt.Errorf("%w: page %d is reachable twice", ErrDamaged, id)
+		return nil, fmt.Errorf("%w: page %d is reachable twice, or listed as free", ErrDamaged, id)
 	}
 	// The page stays in bufs[depth] while its children are checked: its
 	// keys are their bounds.
