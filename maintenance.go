@@ -133,6 +133,19 @@ type Stats struct {
 	LastCompaction *CompactStats
 }
 
+// pageSize returns the file's page size. bbolt's DB.Info reads the memory
+// map without a lock, and a write transaction that grows the file unmaps it
+// (data == nil, where Info asserts: a panic) before it maps it again. A read
+// transaction holds bbolt's mmap lock shared, so no remap runs during it.
+// The caller holds dbMu.
+func (s *Store) pageSize() (size int) {
+	_ = s.db.View(func(tx *bbolt.Tx) error {
+		size = tx.DB().Info().PageSize
+		return nil
+	})
+	return size
+}
+
 // Stats returns the store's statistics. On a read-only handle FreeBytes
 // costs a walk over every page (bbolt loads no freelist for such handles);
 // otherwise Stats is cheap.
@@ -146,7 +159,7 @@ func (s *Store) Stats() (Stats, error) {
 		LastIndex:      s.last.Load(),
 		CommitIndex:    s.commit.Load(),
 		FileSize:       fileSize(s.path),
-		PageSize:       s.db.Info().PageSize,
+		PageSize:       s.pageSize(),
 		LastCompaction: s.lastCompact.Load(),
 	}
 	st.CacheEntries, st.CacheBytes = s.cache.Len()

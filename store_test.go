@@ -871,3 +871,27 @@ func TestErrorsNameTheProblem(t *testing.T) {
 	s := openTest(t)
 	require.ErrorIs(t, s.GetLog(1, nil), ErrInvalid)
 }
+
+// TestGaugesWhileTheFileGrows: the gauge loop and Stats read the page size
+// while writers grow the file, which makes bbolt unmap and remap it. bbolt's
+// DB.Info read the map unlocked (a data race, and a panic when it caught
+// the map unmapped).
+func TestGaugesWhileTheFileGrows(t *testing.T) {
+	o := testOptions()
+	o.MetricsInterval = time.Millisecond
+	s := openTest(t, o)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 200; i++ {
+			if _, err := s.Stats(); err != nil {
+				return
+			}
+		}
+	}()
+	data := make([]byte, 64<<10)
+	for i := uint64(1); i <= 64; i++ {
+		require.NoError(t, s.StoreLogs([]*raft.Log{{Index: i, Term: 1, Data: data}}))
+	}
+	<-done
+}
