@@ -80,10 +80,14 @@ func run(dir string, n int, verbose bool) error {
 
 	conf := raft.DefaultConfig()
 	conf.LocalID = "node-1"
-	conf.Logger = logger.Named("raft")
-	if !verbose {
-		conf.Logger.SetLevel(hclog.Error) // raft warns about the election a restart starts
+	// raft warns about the election every restart starts: show its errors
+	// only, unless -v. (A logger of its own: SetLevel on a named logger
+	// would change the whole tree's level.)
+	raftLevel := hclog.Error
+	if verbose {
+		raftLevel = hclog.Info
 	}
+	conf.Logger = hclog.New(&hclog.LoggerOptions{Name: "single-node.raft", Level: raftLevel})
 	conf.HeartbeatTimeout = 100 * time.Millisecond
 	conf.ElectionTimeout = 100 * time.Millisecond
 	conf.LeaderLeaseTimeout = 100 * time.Millisecond
