@@ -289,7 +289,9 @@ func TestMigrateConfigurationEntries(t *testing.T) {
 		require.NoError(t, codec.NewEncoder(&buf, &codec.MsgpackHandle{}).Encode(enc))
 		return buf.Bytes()
 	}
-	cmd := func(i uint64) *raft.Log { return &raft.Log{Index: i, Term: 1, Type: raft.LogCommand, Data: []byte("x")} }
+	cmd := func(i uint64) *raft.Log {
+		return &raft.Log{Index: i, Term: 1, Type: raft.LogCommand, Data: []byte("x")}
+	}
 	cases := []struct {
 		name  string
 		logs  []*raft.Log
