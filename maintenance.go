@@ -112,10 +112,13 @@ func (s *Store) Backup(w io.Writer) (int64, error) {
 
 // Stats describes a store at one moment.
 type Stats struct {
-	FirstIndex  uint64 // 0 when the log is empty
-	LastIndex   uint64
-	CommitIndex uint64 // as persisted, before GetCommitIndex's cap
-	FileSize    int64  // bytes
+	// FormatVersion is the version of the store's on-disk format, from
+	// its format record.
+	FormatVersion uint32
+	FirstIndex    uint64 // 0 when the log is empty
+	LastIndex     uint64
+	CommitIndex   uint64 // as persisted, before GetCommitIndex's cap
+	FileSize      int64  // bytes
 	// FreeBytes is the space inside the file that bbolt will reuse and
 	// Compact would give back.
 	FreeBytes    int64
@@ -135,6 +138,7 @@ func (s *Store) Stats() (Stats, error) {
 	}
 	defer s.dbMu.RUnlock()
 	st := Stats{
+		FormatVersion:  s.format,
 		FirstIndex:     s.first.Load(),
 		LastIndex:      s.last.Load(),
 		CommitIndex:    s.commit.Load(),

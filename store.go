@@ -73,6 +73,10 @@ type Store struct {
 	compactMu   sync.Mutex
 	lastCompact atomic.Pointer[CompactStats]
 
+	// format is the format version of the file's format record, set by
+	// Open and never changed (Compact copies the record as it is).
+	format uint32
+
 	stopMetrics chan struct{}
 	metricsDone sync.WaitGroup
 }
@@ -287,6 +291,11 @@ func (s *Store) loadState() error {
 			s.first.Store(first)
 			s.last.Store(last)
 		}
+		f, err := codec.DecodeFormat(b.meta.Get(keyFormat), formatVersion)
+		if err != nil {
+			return corruptf("format record: %v", err)
+		}
+		s.format = f.Version
 		commit, err := getUint64(b.meta, keyCommit)
 		if err != nil {
 			return err
