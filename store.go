@@ -446,7 +446,7 @@ func (s *Store) GetLog(index uint64, log *raft.Log) error {
 	defer s.dbMu.RUnlock()
 	if rec, ok := s.cache.Get(index); ok {
 		metrics.IncrCounter(metricGetLogCacheHit, 1)
-		return s.decode(index, rec, log)
+		return s.wrap("get log", s.decode(index, rec, log))
 	}
 	if index == 0 || index < s.first.Load() || index > s.last.Load() {
 		return errLogNotFound
@@ -485,7 +485,7 @@ func (s *Store) decode(index uint64, rec []byte, log *raft.Log) error {
 
 func (s *Store) corruptEntry(index uint64, err error) error {
 	s.logger.Error("corrupt log entry", "index", index, "error", err)
-	return opError("get log", s.path, corruptf("entry %d: %v", index, err))
+	return corruptf("entry %d: %v", index, err) // the caller adds the operation and path
 }
 
 // StoreLog stores one entry; see StoreLogs.
