@@ -190,7 +190,7 @@ func (m *migration) checkPaths() error {
 	fi, err := os.Stat(m.src)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("source %s does not exist: %w", m.src, fs.ErrNotExist)
+		return fmt.Errorf("source %s: %w", m.src, fs.ErrNotExist)
 	case err != nil:
 		return fmt.Errorf("source: %w", err)
 	case fi.IsDir():
@@ -199,7 +199,7 @@ func (m *migration) checkPaths() error {
 		return fmt.Errorf("%w: source %s is empty, not a hashicorp/raft-boltdb file", ErrNotStore, m.src)
 	}
 	if _, err := os.Lstat(m.dst); err == nil {
-		return fmt.Errorf("destination %s already exists: %w (Migrate never replaces a file; remove it or choose another path)", m.dst, fs.ErrExist)
+		return fmt.Errorf("destination %s: %w (Migrate never replaces a file; remove it or choose another path)", m.dst, fs.ErrExist)
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("destination: %w", err)
 	}

@@ -366,9 +366,9 @@ func TestMigrateErrors(t *testing.T) {
 		text   []string
 	}{
 		{"src missing", func() string { return filepath.Join(dir, "missing.db") }, "",
-			fs.ErrNotExist, []string{"missing.db does not exist"}},
+			fs.ErrNotExist, []string{"missing.db: file does not exist"}},
 		{"dst exists", func() string { return good }, "exists",
-			fs.ErrExist, []string{"exists already exists"}},
+			fs.ErrExist, []string{"exists: file already exists"}},
 		{"src is a raftbolt store", file("store.db", func(p string) {
 			s, err := Open(p, testOptions())
 			require.NoError(t, err)

@@ -393,7 +393,7 @@ func TestMigrateErrorsWithRealFiles(t *testing.T) {
 	t.Run("source missing", func(t *testing.T) {
 		err := raftbolt.Migrate(filepath.Join(dir, "nope.db"), filepath.Join(t.TempDir(), "x.db"), quietOptions())
 		require.ErrorIs(t, err, fs.ErrNotExist)
-		require.ErrorContains(t, err, "nope.db does not exist")
+		require.ErrorContains(t, err, "nope.db: file does not exist")
 	})
 	t.Run("corrupt entry", func(t *testing.T) {
 		bad := filepath.Join(t.TempDir(), "bad.db")
