@@ -43,6 +43,10 @@ type Store struct {
 	dbMu   sync.RWMutex
 	db     *bbolt.DB
 	closed atomic.Bool
+	// pageSize is db's page size, guarded by dbMu like db. It is read
+	// here, not from db.Info(), which reads bbolt's mmap fields without
+	// bbolt's locks and races with a write transaction that remaps.
+	pageSize int
 
 	// reader shares one read transaction among GetLog calls that miss the
 	// cache (txn.go).
@@ -147,6 +151,7 @@ func (s *Store) open() (created bool, err error) {
 		removeStaleCompaction(s.path, s.logger)
 	}
 	s.db = db
+	s.pageSize = db.Info().PageSize // nothing else uses db yet
 	s.reader.db = db
 	if created, err = s.initLayout(); err == nil {
 		err = s.loadState()
