@@ -78,8 +78,10 @@ var msgpackHandle codec.MsgpackHandle
 // already is a raftbolt store), ErrCorrupt for a damaged src or an entry
 // that does not decode (naming its index), and the I/O error itself, such
 // as syscall.ENOSPC, when writing the copy fails; dst and the temporary file
-// are then removed. opts may be nil; its ReadOnly field is ignored, and
-// Logger receives the progress.
+// are then removed. opts may be nil. Logger receives the progress and
+// LockTimeout bounds the wait for src; ReadOnly and NoSync are ignored (the
+// copy is written without fsync and synced once, before it is verified and
+// put in place).
 func Migrate(src, dst string, opts *Options) (err error) {
 	o, err := opts.withDefaults()
 	if err == nil && (src == "" || dst == "") {

@@ -69,7 +69,7 @@ func TestMigrateDiskFull(t *testing.T) {
 // TestMigrateCrash kills Migrate at random moments: each time dst is
 // either absent or complete, and src is unchanged.
 func TestMigrateCrash(t *testing.T) {
-	n, runs := uint64(20000), 12
+	n, runs := uint64(8000), 10
 	if testing.Short() {
 		n, runs = 5000, 4
 	}

@@ -53,6 +53,12 @@ var flavours = []struct {
 		require.NoError(t, err)
 		return s
 	}},
+	{"v2-no-freelist-sync", func(t testing.TB, path string) boltDBStore {
+		// Consul, for one, runs raft-boltdb without a synced freelist.
+		s, err := raftboltdbv2.New(raftboltdbv2.Options{Path: path, NoSync: true, BoltOptions: &bbolt.Options{NoFreelistSync: true}})
+		require.NoError(t, err)
+		return s
+	}},
 	{"v2-new-time", func(t testing.TB, path string) boltDBStore {
 		s, err := raftboltdbv2.New(raftboltdbv2.Options{Path: path, NoSync: true, MsgpackUseNewTimeFormat: true})
 		require.NoError(t, err)
