@@ -555,7 +555,7 @@ func runMigrate(c *ctx, args []string) error {
 	if conf == nil {
 		fmt.Fprintf(c.stdout, "no configuration in the log\n")
 	} else {
-		fmt.Fprintf(c.stdout, "configuration at index %d (%d servers)\n", conf.Index, len(conf.Servers))
+		fmt.Fprintf(c.stdout, "configuration at index %d (%d server(s))\n", conf.Index, len(conf.Servers))
 	}
 	fmt.Fprintf(c.stdout, "  every entry and stable key verified against the source; the source is unchanged\n")
 	return nil

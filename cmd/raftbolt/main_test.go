@@ -412,7 +412,7 @@ func TestMigrate(t *testing.T) {
 
 	r = tool(t, "migrate", src, dst).requireCode(t, 0)
 	require.Contains(t, r.stdout, "migrated "+src+" to "+dst)
-	require.Contains(t, r.stdout, "entries 11-250 (240), current term 9, configuration at index 11 (2 servers)")
+	require.Contains(t, r.stdout, "entries 11-250 (240), current term 9, configuration at index 11 (2 server(s))")
 	r = tool(t, "info", "-json", dst).requireCode(t, 0)
 	var info infoJSON
 	require.NoError(t, json.Unmarshal([]byte(r.stdout), &info))
