@@ -29,7 +29,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 )
 
@@ -197,8 +196,4 @@ func (problem) Error() string { return "problem found" }
 // printJSON writes v as indented JSON.
 func (c *ctx) printJSON(v any) error {
 	return writeJSON(c.stdout, v, true)
-}
-
-func indent(s, prefix string) string {
-	return prefix + strings.ReplaceAll(s, "\n", "\n"+prefix)
 }
