@@ -75,8 +75,7 @@ func inspectLayout(tx *bbolt.Tx) (layout, error) {
 			return layoutEmpty, nil
 		}
 		if isRaftBoltDB(tx) {
-			return 0, fmt.Errorf("%w: this is a hashicorp/raft-boltdb store (buckets \"logs\" and \"conf\"); "+
-				"convert it with `raftbolt migrate SRC DST` (or raftbolt.Migrate) and open the new file", ErrNotStore)
+			return 0, fmt.Errorf("%w: %s", ErrNotStore, migrateHint(tx.DB().Path()))
 		}
 		return 0, fmt.Errorf("%w: the bbolt database holds buckets %s and no raftbolt format record",
 			ErrNotStore, strings.Join(names, ", "))
@@ -102,6 +101,32 @@ func inspectLayout(tx *bbolt.Tx) (layout, error) {
 		}
 	}
 	return layoutStore, nil
+}
+
+// migrateHint tells the owner of the hashicorp/raft-boltdb file at path
+// the exact commands that convert it.
+func migrateHint(path string) string {
+	p, q := shellQuote(path), shellQuote(path+".raftbolt")
+	return fmt.Sprintf("%s is a hashicorp/raft-boltdb store (buckets \"logs\" and \"conf\"); "+
+		"with the process that uses it stopped, convert it with `raftbolt migrate %s %s` (or raftbolt.Migrate) "+
+		"and open %s, or move the copy into place with `mv %s %s.boltdb && mv %s %s`",
+		path, p, q, q, p, p, q, p)
+}
+
+// shellQuote quotes s for a POSIX shell when it holds anything but
+// characters that are safe unquoted.
+func shellQuote(s string) string {
+	safe := s != ""
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("/._-+=:,@%", r)) {
+			safe = false
+			break
+		}
+	}
+	if safe {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func isRaftBoltDB(tx *bbolt.Tx) bool {

@@ -140,6 +140,7 @@ func (s *Store) Compact() error {
 	old := s.db
 	s.reader.close()
 	s.db = ndb
+	s.pageSize = ndb.Info().PageSize // ndb is not in use yet
 	s.reader.reset(ndb)
 	s.dbMu.Unlock()
 	pause := time.Since(pauseStart)

@@ -119,10 +119,13 @@ func (s *Store) Backup(w io.Writer) (int64, error) {
 
 // Stats describes a store at one moment.
 type Stats struct {
-	FirstIndex  uint64 // 0 when the log is empty
-	LastIndex   uint64
-	CommitIndex uint64 // as persisted, before GetCommitIndex's cap
-	FileSize    int64  // bytes
+	// FormatVersion is the version of the store's on-disk format, from
+	// its format record.
+	FormatVersion uint32
+	FirstIndex    uint64 // 0 when the log is empty
+	LastIndex     uint64
+	CommitIndex   uint64 // as persisted, before GetCommitIndex's cap
+	FileSize      int64  // bytes
 	// FreeBytes is the space inside the file that bbolt will reuse and
 	// Compact would give back.
 	FreeBytes    int64
@@ -131,19 +134,6 @@ type Stats struct {
 	CacheBytes   int
 	// LastCompaction describes this handle's last Compact, nil if none.
 	LastCompaction *CompactStats
-}
-
-// pageSize returns the file's page size. bbolt's DB.Info reads the memory
-// map without a lock, and a write transaction that grows the file unmaps it
-// (data == nil, where Info asserts: a panic) before it maps it again. A read
-// transaction holds bbolt's mmap lock shared, so no remap runs during it.
-// The caller holds dbMu.
-func (s *Store) pageSize() (size int) {
-	_ = s.db.View(func(tx *bbolt.Tx) error {
-		size = tx.DB().Info().PageSize
-		return nil
-	})
-	return size
 }
 
 // Stats returns the store's statistics. On a read-only handle FreeBytes
@@ -155,11 +145,12 @@ func (s *Store) Stats() (Stats, error) {
 	}
 	defer s.dbMu.RUnlock()
 	st := Stats{
+		FormatVersion:  s.format,
 		FirstIndex:     s.first.Load(),
 		LastIndex:      s.last.Load(),
 		CommitIndex:    s.commit.Load(),
 		FileSize:       fileSize(s.path),
-		PageSize:       s.pageSize(),
+		PageSize:       s.pageSize,
 		LastCompaction: s.lastCompact.Load(),
 	}
 	st.CacheEntries, st.CacheBytes = s.cache.Len()

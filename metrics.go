@@ -104,5 +104,5 @@ func (s *Store) emitGauges() {
 		metrics.SetGauge(metricFileSize, float32(fi.Size()))
 	}
 	st := s.db.Stats()
-	metrics.SetGauge(metricFreeBytes, float32((st.FreePageN+st.PendingPageN)*s.pageSize()))
+	metrics.SetGauge(metricFreeBytes, float32((st.FreePageN+st.PendingPageN)*s.pageSize))
 }

@@ -43,6 +43,10 @@ type Store struct {
 	dbMu   sync.RWMutex
 	db     *bbolt.DB
 	closed atomic.Bool
+	// pageSize is db's page size, guarded by dbMu like db. It is read
+	// here, not from db.Info(), which reads bbolt's mmap fields without
+	// bbolt's locks and races with a write transaction that remaps.
+	pageSize int
 
 	// reader shares one read transaction among GetLog calls that miss the
 	// cache (txn.go).
@@ -72,6 +76,10 @@ type Store struct {
 	compaction  *compaction
 	compactMu   sync.Mutex
 	lastCompact atomic.Pointer[CompactStats]
+
+	// format is the format version of the file's format record, set by
+	// Open and never changed (Compact copies the record as it is).
+	format uint32
 
 	stopMetrics chan struct{}
 	metricsDone sync.WaitGroup
@@ -143,6 +151,7 @@ func (s *Store) open() (created bool, err error) {
 		removeStaleCompaction(s.path, s.logger)
 	}
 	s.db = db
+	s.pageSize = db.Info().PageSize // nothing else uses db yet
 	s.reader.db = db
 	if created, err = s.initLayout(); err == nil {
 		err = s.loadState()
@@ -287,6 +296,11 @@ func (s *Store) loadState() error {
 			s.first.Store(first)
 			s.last.Store(last)
 		}
+		f, err := codec.DecodeFormat(b.meta.Get(keyFormat), formatVersion)
+		if err != nil {
+			return corruptf("format record: %v", err)
+		}
+		s.format = f.Version
 		commit, err := getUint64(b.meta, keyCommit)
 		if err != nil {
 			return err
@@ -466,7 +480,7 @@ var errMissing = errors.New("entry missing inside the log")
 func (s *Store) getLog(index uint64, log *raft.Log) error {
 	if rec, ok := s.cache.Get(index); ok {
 		metrics.IncrCounter(metricGetLogCacheHit, 1)
-		return s.decode(index, rec, log)
+		return s.wrap("get log", s.decode(index, rec, log))
 	}
 	if index == 0 || index < s.first.Load() || index > s.last.Load() {
 		return errLogNotFound
@@ -509,7 +523,7 @@ func (s *Store) decode(index uint64, rec []byte, log *raft.Log) error {
 
 func (s *Store) corruptEntry(index uint64, err error) error {
 	s.logger.Error("corrupt log entry", "index", index, "error", err)
-	return opError("get log", s.path, corruptf("entry %d: %v", index, err))
+	return corruptf("entry %d: %v", index, err) // the caller adds the operation and path
 }
 
 // StoreLog stores one entry; see StoreLogs.

@@ -795,6 +795,8 @@ func TestCompactReclaimsSpaceAndKeepsEverything(t *testing.T) {
 	require.NoError(t, err)
 	require.Less(t, after.FileSize, before.FileSize/5, "compacted to under 20%%")
 	require.NotNil(t, after.LastCompaction)
+	require.EqualValues(t, formatVersion, before.FormatVersion)
+	require.EqualValues(t, formatVersion, after.FormatVersion)
 	require.NoError(t, s.Check())
 	for i := uint64(19901); i <= 20000; i++ {
 		var l raft.Log

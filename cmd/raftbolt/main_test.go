@@ -1,0 +1,505 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-msgpack/v2/codec"
+	"github.com/hashicorp/raft"
+	"github.com/raftbolt/raftbolt"
+	"github.com/stretchr/testify/require"
+	"go.etcd.io/bbolt"
+)
+
+// bin is the raftbolt binary the tests run, built once by TestMain.
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "raftbolt-cmd-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	bin = filepath.Join(dir, "raftbolt")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		os.Exit(2)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// tool runs the binary with args.
+func tool(t *testing.T, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	var exit *exec.ExitError
+	switch {
+	case errors.As(err, &exit):
+		r.code = exit.ExitCode()
+	case err != nil:
+		t.Fatalf("run %v: %v", args, err)
+	}
+	return r
+}
+
+func (r result) requireCode(t *testing.T, code int) result {
+	t.Helper()
+	require.Equal(t, code, r.code, "exit code\nstdout:\n%s\nstderr:\n%s", r.stdout, r.stderr)
+	return r
+}
+
+func quiet() *raftbolt.Options {
+	return &raftbolt.Options{NoSync: true, Logger: hclog.NewNullLogger(), MetricsInterval: -1}
+}
+
+var testConf = raft.Configuration{Servers: []raft.Server{
+	{Suffrage: raft.Voter, ID: "node-1", Address: "10.0.0.1:8300"},
+	{Suffrage: raft.Nonvoter, ID: "node-2", Address: "10.0.0.2:8300"},
+}}
+
+// entry i of the test stores: text commands, binary commands, noops.
+func entry(i uint64) *raft.Log {
+	l := &raft.Log{Index: i, Term: 3, Type: raft.LogCommand, AppendedAt: time.Unix(1700000000+int64(i), 0).UTC()}
+	switch i % 3 {
+	case 0:
+		l.Data = []byte(fmt.Sprintf("set key-%d", i))
+	case 1:
+		l.Data = []byte{0xff, 0, byte(i)}
+	case 2:
+		l.Type = raft.LogNoop
+	}
+	return l
+}
+
+// makeStore writes a closed store with entries first..last, raft's stable
+// keys and a configuration at index 7.
+func makeStore(t *testing.T, first, last uint64) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "raft.db")
+	s, err := raftbolt.Open(path, quiet())
+	require.NoError(t, err)
+	var batch []*raft.Log
+	for i := first; i <= last; i++ {
+		batch = append(batch, entry(i))
+		if len(batch) == 500 || i == last {
+			require.NoError(t, s.StoreLogs(batch))
+			batch = nil
+		}
+	}
+	require.NoError(t, s.SetUint64([]byte("CurrentTerm"), 3))
+	require.NoError(t, s.SetUint64([]byte("LastVoteTerm"), 2))
+	require.NoError(t, s.Set([]byte("LastVoteCand"), []byte("node-1")))
+	require.NoError(t, s.StoreConfiguration(7, testConf))
+	require.NoError(t, s.Close())
+	return path
+}
+
+// damage flips a byte in every copy of the payload of entry i.
+func damage(t *testing.T, path string, i uint64) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	needle := entry(i).Data
+	n := 0
+	for off := 0; ; {
+		j := bytes.Index(data[off:], needle)
+		if j < 0 {
+			break
+		}
+		data[off+j+len(needle)-1] ^= 0x55
+		off += j + len(needle)
+		n++
+	}
+	require.NotZero(t, n)
+	require.NoError(t, os.WriteFile(path, data, 0o600))
+}
+
+func TestInfo(t *testing.T) {
+	path := makeStore(t, 1, 100)
+	r := tool(t, "info", path).requireCode(t, 0)
+	for _, want := range []string{
+		"format version:  1", "first index:     1", "last index:      100", "entries:         100",
+		"current term:    3", "last vote term:  2", "last vote for:   node-1",
+		"configuration:   index 7, 2 server(s)", "node-2  10.0.0.2:8300  Nonvoter",
+	} {
+		require.Contains(t, r.stdout, want)
+	}
+
+	// -json, after the path.
+	r = tool(t, "info", path, "-json").requireCode(t, 0)
+	var info infoJSON
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &info))
+	require.EqualValues(t, 1, info.FormatVersion)
+	require.EqualValues(t, 1, info.FirstIndex)
+	require.EqualValues(t, 100, info.LastIndex)
+	require.EqualValues(t, 100, info.Entries)
+	require.EqualValues(t, 3, *info.CurrentTerm)
+	require.EqualValues(t, 2, *info.LastVoteTerm)
+	require.Equal(t, "node-1", *info.LastVoteCand)
+	require.Positive(t, info.FileSize)
+	require.EqualValues(t, 7, info.Configuration.Index)
+	require.Equal(t, []serverJSON{
+		{ID: "node-1", Address: "10.0.0.1:8300", Suffrage: "Voter"},
+		{ID: "node-2", Address: "10.0.0.2:8300", Suffrage: "Nonvoter"},
+	}, info.Configuration.Servers)
+
+	// An empty store: nothing set, nothing recorded.
+	empty := filepath.Join(t.TempDir(), "empty.db")
+	s, err := raftbolt.Open(empty, quiet())
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	r = tool(t, "info", "-json", empty).requireCode(t, 0)
+	require.Contains(t, r.stdout, `"current_term": null`)
+	require.Contains(t, r.stdout, `"configuration": null`)
+	r = tool(t, "info", empty).requireCode(t, 0)
+	require.Contains(t, r.stdout, "current term:    not set")
+	require.Contains(t, r.stdout, "configuration:   none recorded")
+}
+
+func TestCheck(t *testing.T) {
+	path := makeStore(t, 1, 300)
+	before, err := os.ReadFile(path)
+	require.NoError(t, err)
+	r := tool(t, "check", path).requireCode(t, 0)
+	require.Contains(t, r.stdout, "ok: 300 entries (1-300)")
+	after, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, before, after, "check wrote to the store")
+
+	damage(t, path, 121)
+	r = tool(t, "check", path).requireCode(t, 1)
+	require.Contains(t, r.stdout, "DAMAGED")
+	require.Contains(t, r.stdout, "first bad index: 121")
+	require.Contains(t, r.stdout, "entry 121: checksum mismatch")
+
+	r = tool(t, "check", "-json", path).requireCode(t, 1)
+	var out checkJSON
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out))
+	require.False(t, out.OK)
+	require.EqualValues(t, 121, *out.FirstBadIndex)
+	require.Contains(t, out.Error, "entry 121")
+
+	// A file cut short is refused before it is mapped: damaged, no index.
+	short := filepath.Join(t.TempDir(), "short.db")
+	require.NoError(t, os.WriteFile(short, before[:len(before)/2], 0o600))
+	r = tool(t, "check", short).requireCode(t, 1)
+	require.Contains(t, r.stdout, "DAMAGED")
+	require.Contains(t, r.stdout, "truncated")
+}
+
+func TestDump(t *testing.T) {
+	path := makeStore(t, 5, 40)
+	r := tool(t, "dump", path).requireCode(t, 0)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	require.Len(t, lines, 36)
+	require.Equal(t, "index=5 term=3 type=LogNoop appended_at=2023-11-14T22:13:25Z data=\"\"", lines[0])
+	require.Equal(t, "index=6 term=3 type=LogCommand appended_at=2023-11-14T22:13:26Z data=\"set key-6\"", lines[1])
+	require.Equal(t, "index=7 term=3 type=LogCommand appended_at=2023-11-14T22:13:27Z data_base64=/wAH", lines[2])
+
+	// Flags before and after the path.
+	for _, args := range [][]string{
+		{"dump", "-from", "10", "-to", "12", "-json", path},
+		{"dump", path, "-from", "10", "-to", "12", "-json"},
+		{"dump", "-json", path, "-to=12", "-from=10"},
+	} {
+		r := tool(t, args...).requireCode(t, 0)
+		sc := bufio.NewScanner(strings.NewReader(r.stdout))
+		var got []uint64
+		for sc.Scan() {
+			var e entryJSON
+			require.NoError(t, json.Unmarshal(sc.Bytes(), &e), sc.Text())
+			want := entry(e.Index)
+			require.Equal(t, want.Type.String(), e.Type)
+			require.EqualValues(t, 3, e.Term)
+			require.Equal(t, want.AppendedAt.Format(time.RFC3339Nano), e.AppendedAt)
+			switch {
+			case e.Data != nil:
+				require.Equal(t, string(want.Data), *e.Data)
+			case e.DataBase64 != "":
+				b, err := base64.StdEncoding.DecodeString(e.DataBase64)
+				require.NoError(t, err)
+				require.Equal(t, want.Data, b)
+			default:
+				require.Empty(t, want.Data)
+			}
+			got = append(got, e.Index)
+		}
+		require.Equal(t, []uint64{10, 11, 12}, got, "%v", args)
+	}
+
+	// A range past the log is clipped; an inverted one is a usage error.
+	r = tool(t, "dump", "-from", "39", "-to", "1000", path).requireCode(t, 0)
+	require.Equal(t, 2, strings.Count(r.stdout, "\n"))
+	tool(t, "dump", "-from", "20", "-to", "10", path).requireCode(t, 2)
+
+	// Damage: the entries before it, then the error, exit 1.
+	damage(t, path, 12)
+	r = tool(t, "dump", path).requireCode(t, 1)
+	require.Equal(t, 7, strings.Count(r.stdout, "\n"))
+	require.Contains(t, r.stderr, "entry 12: checksum mismatch")
+}
+
+func TestDumpShowsConfigurationEntries(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "raft.db")
+	s, err := raftbolt.Open(path, quiet())
+	require.NoError(t, err)
+	require.NoError(t, s.StoreLogs([]*raft.Log{{Index: 1, Term: 1, Type: raft.LogConfiguration, Data: raft.EncodeConfiguration(testConf)}}))
+	require.NoError(t, s.Close())
+	r := tool(t, "dump", path).requireCode(t, 0)
+	require.Contains(t, r.stdout, "servers=node-1@10.0.0.1:8300(Voter),node-2@10.0.0.2:8300(Nonvoter)")
+	r = tool(t, "dump", "-json", path).requireCode(t, 0)
+	require.Contains(t, r.stdout, `"servers":[{"id":"node-1","address":"10.0.0.1:8300","suffrage":"Voter"}`)
+}
+
+func TestConfig(t *testing.T) {
+	path := makeStore(t, 1, 10)
+	r := tool(t, "config", path).requireCode(t, 0)
+	require.Equal(t, "configuration at index 7\n"+
+		"ID      ADDRESS        SUFFRAGE\n"+
+		"node-1  10.0.0.1:8300  Voter\n"+
+		"node-2  10.0.0.2:8300  Nonvoter\n", r.stdout)
+	r = tool(t, "config", path, "-json").requireCode(t, 0)
+	var conf configJSON
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &conf))
+	require.EqualValues(t, 7, conf.Index)
+	require.Len(t, conf.Servers, 2)
+
+	empty := filepath.Join(t.TempDir(), "empty.db")
+	s, err := raftbolt.Open(empty, quiet())
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	r = tool(t, "config", empty).requireCode(t, 1)
+	require.Contains(t, r.stderr, "no configuration recorded")
+}
+
+func TestCompact(t *testing.T) {
+	path := makeStore(t, 1, 20000)
+	s, err := raftbolt.Open(path, quiet())
+	require.NoError(t, err)
+	require.NoError(t, s.DeleteRange(1, 19900))
+	require.NoError(t, s.Close())
+	before, err := os.Stat(path)
+	require.NoError(t, err)
+
+	r := tool(t, "compact", path).requireCode(t, 0)
+	require.Contains(t, r.stdout, "compacted "+path)
+	after, err := os.Stat(path)
+	require.NoError(t, err)
+	require.Less(t, after.Size(), before.Size()/2)
+	tool(t, "check", path).requireCode(t, 0)
+	r = tool(t, "dump", "-json", path, "-from", "19950", "-to", "19950").requireCode(t, 0)
+	require.Contains(t, r.stdout, `"index":19950`)
+
+	// compact never creates a store.
+	missing := filepath.Join(t.TempDir(), "missing.db")
+	r = tool(t, "compact", missing).requireCode(t, 2)
+	require.Contains(t, r.stderr, "file does not exist")
+	require.NoFileExists(t, missing)
+}
+
+func TestBackup(t *testing.T) {
+	path := makeStore(t, 1, 500)
+	dest := filepath.Join(t.TempDir(), "backup.db")
+	r := tool(t, "backup", path, dest).requireCode(t, 0)
+	require.Contains(t, r.stdout, "entries 1-500; the copy passed check")
+	requireSameStore(t, path, dest)
+
+	// Never over an existing file.
+	r = tool(t, "backup", path, dest).requireCode(t, 2)
+	require.Contains(t, r.stderr, "file already exists")
+
+	// To stdout.
+	r = tool(t, "backup", path, "-").requireCode(t, 0)
+	piped := filepath.Join(t.TempDir(), "piped.db")
+	require.NoError(t, os.WriteFile(piped, []byte(r.stdout), 0o600))
+	requireSameStore(t, path, piped)
+}
+
+func requireSameStore(t *testing.T, a, b string) {
+	t.Helper()
+	o := quiet()
+	o.ReadOnly = true
+	sa, err := raftbolt.Open(a, o)
+	require.NoError(t, err)
+	defer sa.Close()
+	sb, err := raftbolt.Open(b, o)
+	require.NoError(t, err)
+	defer sb.Close()
+	require.NoError(t, sb.Check())
+	fa, _ := sa.FirstIndex()
+	la, _ := sa.LastIndex()
+	fb, _ := sb.FirstIndex()
+	lb, _ := sb.LastIndex()
+	require.Equal(t, []uint64{fa, la}, []uint64{fb, lb})
+	for i := fa; i <= la; i++ {
+		var x, y raft.Log
+		require.NoError(t, sa.GetLog(i, &x))
+		require.NoError(t, sb.GetLog(i, &y))
+		require.Equal(t, x, y)
+	}
+	ia, ca, err := sa.LatestConfiguration()
+	require.NoError(t, err)
+	ib, cb, err := sb.LatestConfiguration()
+	require.NoError(t, err)
+	require.Equal(t, ia, ib)
+	require.Equal(t, ca, cb)
+}
+
+// writeBoltDB writes a hashicorp/raft-boltdb file: its two buckets, its
+// msgpack records (util.go's encodeMsgPack) and raft's stable keys.
+func writeBoltDB(t *testing.T, path string, first, last uint64, raw map[uint64][]byte) {
+	t.Helper()
+	db, err := bbolt.Open(path, 0o600, nil)
+	require.NoError(t, err)
+	h := codec.MsgpackHandle{BasicHandle: codec.BasicHandle{TimeNotBuiltin: true}}
+	require.NoError(t, db.Update(func(tx *bbolt.Tx) error {
+		logs, _ := tx.CreateBucket([]byte("logs"))
+		conf, _ := tx.CreateBucket([]byte("conf"))
+		for i := first; i <= last; i++ {
+			l := entry(i)
+			if i == first {
+				l.Type, l.Data = raft.LogConfiguration, raft.EncodeConfiguration(testConf)
+			}
+			var buf bytes.Buffer
+			if err := codec.NewEncoder(&buf, &h).Encode(l); err != nil {
+				return err
+			}
+			v := buf.Bytes()
+			if r, ok := raw[i]; ok {
+				v = r
+			}
+			key := []byte{0, 0, 0, 0, byte(i >> 24), byte(i >> 16), byte(i >> 8), byte(i)}
+			if err := logs.Put(key, v); err != nil {
+				return err
+			}
+		}
+		_ = conf.Put([]byte("CurrentTerm"), []byte{0, 0, 0, 0, 0, 0, 0, 9})
+		return conf.Put([]byte("LastVoteCand"), []byte("node-1"))
+	}))
+	require.NoError(t, db.Close())
+}
+
+func TestMigrate(t *testing.T) {
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "raft.db"), filepath.Join(dir, "raftbolt.db")
+	writeBoltDB(t, src, 11, 250, nil)
+
+	// Every other command says how to migrate it.
+	r := tool(t, "info", src).requireCode(t, 2)
+	require.Contains(t, r.stderr, fmt.Sprintf("raftbolt migrate %s %s.raftbolt", src, src))
+
+	r = tool(t, "migrate", src, dst).requireCode(t, 0)
+	require.Contains(t, r.stdout, "migrated "+src+" to "+dst)
+	require.Contains(t, r.stdout, "entries 11-250 (240), current term 9, configuration at index 11 (2 server(s))")
+	r = tool(t, "info", "-json", dst).requireCode(t, 0)
+	var info infoJSON
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &info))
+	require.EqualValues(t, 11, info.FirstIndex)
+	require.EqualValues(t, 250, info.LastIndex)
+	require.EqualValues(t, 9, *info.CurrentTerm)
+	tool(t, "check", dst).requireCode(t, 0)
+
+	// dst exists: usage/I-O error, dst untouched.
+	r = tool(t, "migrate", src, dst).requireCode(t, 2)
+	require.Contains(t, r.stderr, "file already exists")
+	tool(t, "check", dst).requireCode(t, 0)
+
+	// -json.
+	dst2 := filepath.Join(dir, "second.db")
+	r = tool(t, "migrate", "-json", src, dst2).requireCode(t, 0)
+	var out map[string]any
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out))
+	require.EqualValues(t, 240, out["entries"])
+
+	// A corrupt source is a problem found, naming the index; nothing is left.
+	bad := filepath.Join(dir, "bad.db")
+	writeBoltDB(t, bad, 1, 50, map[uint64][]byte{33: {0xc1}})
+	out3 := filepath.Join(t.TempDir(), "out.db")
+	r = tool(t, "migrate", bad, out3).requireCode(t, 1)
+	require.Contains(t, r.stderr, "entry 33 does not decode")
+	require.NoFileExists(t, out3)
+}
+
+// TestLockedStore runs every command against a store another process (this
+// test) holds open: each says it is locked, promptly, and exits 2.
+func TestLockedStore(t *testing.T) {
+	path := makeStore(t, 1, 10)
+	s, err := raftbolt.Open(path, quiet())
+	require.NoError(t, err)
+	defer s.Close()
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"info", path}, {"check", path}, {"dump", path}, {"config", path}, {"compact", path},
+		{"backup", path, filepath.Join(dir, "b.db")},
+	} {
+		start := time.Now()
+		r := tool(t, append(args, "-lock-timeout", "200ms")...).requireCode(t, 2)
+		require.Contains(t, r.stderr, "locked by another process", "%v", args)
+		require.Less(t, time.Since(start), 20*time.Second)
+		require.Empty(t, r.stdout)
+	}
+	require.NoFileExists(t, filepath.Join(dir, "b.db"))
+
+	// raft's process, still running, was not disturbed.
+	require.NoError(t, s.StoreLogs([]*raft.Log{entry(11)}))
+}
+
+func TestUsage(t *testing.T) {
+	path := makeStore(t, 1, 3)
+	for _, args := range [][]string{
+		{},
+		{"frobnicate", path},
+		{"info"},
+		{"info", path, path},
+		{"info", "-bogus", path},
+		{"dump", "-from", "x", path},
+		{"backup", path},
+		{"migrate", path},
+		{"info", "-lock-timeout", "0s", path},
+	} {
+		r := tool(t, args...).requireCode(t, 2)
+		require.NotEmpty(t, r.stderr, "%v", args)
+		require.Empty(t, r.stdout, "%v", args)
+	}
+	for _, args := range [][]string{{"-h"}, {"help"}, {"help", "dump"}} {
+		r := tool(t, args...).requireCode(t, 0)
+		require.Contains(t, r.stdout, "Usage:")
+	}
+	for _, c := range commands {
+		r := tool(t, c.name, "-h").requireCode(t, 0)
+		require.Contains(t, r.stdout, "Usage: raftbolt "+c.name)
+		require.Contains(t, r.stdout, "-json")
+		r = tool(t, c.name, path, "-h").requireCode(t, 0) // -h after the path too
+		require.Contains(t, r.stdout, "Usage: raftbolt "+c.name)
+	}
+
+	// Missing files and files that are not stores.
+	r := tool(t, "info", filepath.Join(t.TempDir(), "missing.db")).requireCode(t, 2)
+	require.Contains(t, r.stderr, "file does not exist")
+	text := filepath.Join(t.TempDir(), "text.db")
+	require.NoError(t, os.WriteFile(text, bytes.Repeat([]byte("hello\n"), 1000), 0o600))
+	r = tool(t, "info", text).requireCode(t, 2)
+	require.Contains(t, r.stderr, "not a bbolt database")
+}
