@@ -139,7 +139,7 @@ func (s *Store) Stats() (Stats, error) {
 		LastIndex:      s.last.Load(),
 		CommitIndex:    s.commit.Load(),
 		FileSize:       fileSize(s.path),
-		PageSize:       s.db.Info().PageSize,
+		PageSize:       pageSize(s.db),
 		LastCompaction: s.lastCompact.Load(),
 	}
 	st.CacheEntries, st.CacheBytes = s.cache.Len()

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	metrics "github.com/hashicorp/go-metrics"
+	"go.etcd.io/bbolt"
 )
 
 // Metric names, emitted through go-metrics' global sink (the one raft uses;
@@ -104,5 +105,17 @@ func (s *Store) emitGauges() {
 		metrics.SetGauge(metricFileSize, float32(fi.Size()))
 	}
 	st := s.db.Stats()
-	metrics.SetGauge(metricFreeBytes, float32((st.FreePageN+st.PendingPageN)*s.db.Info().PageSize))
+	metrics.SetGauge(metricFreeBytes, float32((st.FreePageN+st.PendingPageN)*pageSize(s.db)))
+}
+
+// pageSize returns the file's page size. bbolt's DB.Info reads the memory
+// map without a lock, racing with a commit that remaps the file (and
+// asserting, that is panicking, in the moment the map is gone); inside a
+// read transaction bbolt cannot remap.
+func pageSize(db *bbolt.DB) (n int) {
+	_ = db.View(func(tx *bbolt.Tx) error {
+		n = tx.DB().Info().PageSize
+		return nil
+	})
+	return n
 }
