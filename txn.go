@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 
+	"github.com/hashicorp/go-hclog"
 	"go.etcd.io/bbolt"
 )
 
@@ -27,10 +29,11 @@ func (s *Store) view(op string, fn func(tx *bbolt.Tx) error) (err error) {
 	return s.wrap(op, s.db.View(fn))
 }
 
-// update runs fn in a write transaction. fn must not fail after its first
-// change: callers check every precondition before they call update, because
-// a rolled-back write transaction costs bbolt a walk of the whole file (it
-// rebuilds its unsynced freelist) and leaves nothing to show for it.
+// update runs fn in a write transaction. Callers check every precondition
+// before they call update, so that a rejected write costs no transaction.
+// (In bbolt v1.5 a transaction that fn fails with an error rolls back
+// cheaply; one that panics, or whose commit fails, makes bbolt rebuild its
+// unsynced freelist by walking every page of the file.)
 //
 // The caller holds writeMu, so the shared read transaction can be closed
 // for the duration without a concurrent writer reopening it.
@@ -64,13 +67,28 @@ func (s *Store) recoverPanic(op string, errp *error, write bool) {
 	if r == nil {
 		return
 	}
-	err := opError(op, s.path, corruptf("bbolt panicked: %v", r))
-	s.logger.Error("bbolt panicked; the file is damaged", "op", op, "path", s.path, "panic", fmt.Sprint(r))
+	var broken *atomic.Pointer[error]
 	if write {
-		s.broken.CompareAndSwap(nil, &err)
-		s.logger.Error("store refuses writes until reopened", "path", s.path)
+		broken = &s.broken
 	}
-	*errp = err
+	*errp = panicError(op, s.path, s.logger, r, broken)
+}
+
+// panicError turns the value r of a panic recovered around a bbolt
+// transaction into an error wrapping ErrCorrupt and logs it. For a write
+// transaction the caller passes its broken flag, which records the error
+// (the first one wins): the handle then refuses writes until reopened,
+// because bbolt's in-memory freelist or locks may be inconsistent. Store
+// and StateMachine share it; recover itself must stay in their deferred
+// functions.
+func panicError(op, path string, logger hclog.Logger, r any, broken *atomic.Pointer[error]) error {
+	err := opError(op, path, corruptf("bbolt panicked: %v", r))
+	logger.Error("bbolt panicked; the file is damaged", "op", op, "path", path, "panic", fmt.Sprint(r))
+	if broken != nil {
+		broken.CompareAndSwap(nil, &err)
+		logger.Error("refusing writes until reopened", "path", path)
+	}
+	return err
 }
 
 // sharedReader lends one long-lived read transaction to concurrent readers,

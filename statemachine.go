@@ -1,0 +1,608 @@
+package raftbolt
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	"github.com/raftbolt/raftbolt/internal/codec"
+	"go.etcd.io/bbolt"
+)
+
+// ApplyFunc applies one committed raft.LogCommand entry to the state, inside
+// the write transaction tx, and returns the entry's response (what
+// raft.ApplyFuture.Response returns on the node that proposed it).
+//
+// Returning a non-nil error value, or panicking, fails the entry: none of
+// its writes are kept and its response is that error (a panic becomes an
+// error wrapping ErrPanic). The entry still counts as applied.
+//
+// It must be deterministic and keep its effects inside tx: the same entry
+// on the same state must make the same writes and give the same response
+// on every node, and it may run more than once for an entry (see
+// StateMachine.ApplyBatch). It must not commit or roll back tx (bbolt
+// panics, which fails the entry), keep tx or the byte slices bbolt returns
+// after it returns, or touch the reserved bucket "_raftbolt".
+type ApplyFunc func(tx *bbolt.Tx, l *raft.Log) interface{}
+
+// ErrPanic is wrapped by the response of an entry whose ApplyFunc panicked,
+// and by the error of a View whose function panicked. The message holds
+// the panic value; the stack is logged at error level.
+var ErrPanic = errors.New("panic inside a transaction")
+
+// StateMachine is a raft.FSM whose state lives in a bbolt file of its own:
+// every committed command runs an ApplyFunc inside a bbolt write
+// transaction that also records the applied index, so the state survives a
+// restart without a snapshot restore and no entry is ever applied twice.
+// It implements raft.FSM, raft.BatchingFSM and raft.ConfigurationStore and
+// is safe for concurrent use.
+//
+// Give it its own file, never the log store's. Set
+// raft.Config.NoSnapshotRestoreOnStart: the file already holds everything
+// applied, and raft would otherwise restore its newest snapshot at every
+// start, rolling the state back and replaying the log onto it. Call
+// CatchUp before raft.NewRaft.
+//
+// The file holds the application's buckets next to one reserved bucket,
+// "_raftbolt", with the format record, the applied index and term, and the
+// latest committed cluster configuration.
+//
+// Lock order: writeMu, then dbMu, then a handle's reference count.
+type StateMachine struct {
+	path   string
+	apply  ApplyFunc
+	opts   Options // defaults applied
+	logger hclog.Logger
+
+	// writeMu serializes everything that writes or replaces the file:
+	// Apply, ApplyBatch, StoreConfiguration, Restore and Close. It is held
+	// from reading the applied index to updating it, so no entry is
+	// applied twice. h and closed only change under writeMu and dbMu
+	// (exclusive) together, so a holder of writeMu may use h without dbMu.
+	writeMu sync.Mutex
+
+	// dbMu guards h and closed for the readers that do not take writeMu
+	// (View, LatestConfiguration, Snapshot): they hold it shared while they
+	// use h. Close and Restore's swap hold it exclusively, so a reader
+	// waits for a swap instead of failing or seeing a closed file.
+	dbMu   sync.RWMutex
+	h      *smHandle
+	closed atomic.Bool
+
+	// applied and appliedTerm mirror the applied record of the file after
+	// the last committed write or Restore; written under writeMu after the
+	// commit, read without locks.
+	applied, appliedTerm atomic.Uint64
+
+	// broken holds the error that stopped the machine: a commit that
+	// failed, or a panic inside bbolt during a write. From then on every
+	// entry's response is that error and its index does not advance (raft
+	// replays those entries after a restart), and Snapshot refuses. A
+	// successful Restore, or reopening, clears it.
+	broken atomic.Pointer[error]
+}
+
+// smHandle is one open state file. Each open snapshot holds a reference,
+// so Restore can swap in a new file while a snapshot of the old one is
+// still being persisted: the old file closes when its last reference goes.
+type smHandle struct {
+	db *bbolt.DB
+	// refs is 1 while the handle is the machine's current one, plus one
+	// per snapshot not yet released.
+	refs atomic.Int32
+}
+
+func newHandle(db *bbolt.DB) *smHandle {
+	h := &smHandle{db: db}
+	h.refs.Store(1)
+	return h
+}
+
+// unref drops a reference and closes the file with the last one.
+func (h *smHandle) unref() error {
+	if h.refs.Add(-1) == 0 {
+		return h.db.Close()
+	}
+	return nil
+}
+
+var (
+	_ raft.FSM                = (*StateMachine)(nil)
+	_ raft.BatchingFSM        = (*StateMachine)(nil)
+	_ raft.ConfigurationStore = (*StateMachine)(nil)
+)
+
+// The state file's layout: one reserved top-level bucket; every other
+// bucket is the application's.
+var (
+	// bucketState holds the state machine's own records. The leading
+	// underscore keeps it apart from the names applications choose, and
+	// from the log store's "raftbolt", so neither kind of file is taken
+	// for the other.
+	bucketState = []byte("_raftbolt")
+	// keyApplied holds the index and term of the last applied entry:
+	// 16 bytes, both big-endian. Every transaction that applies entries
+	// writes it.
+	keyApplied = []byte("applied")
+	// keyConfig holds the latest committed configuration record
+	// (internal/codec), absent until one is committed.
+	keyConfig = []byte("config")
+	// keyFormat ("format", shared with the log store) holds the format
+	// record, kind codec.KindStateMachine.
+)
+
+// DefaultStateMachineMmapSize is the initial size of a state file's memory
+// map when Options.InitialMmapSize is 0, on 64-bit systems other than
+// Windows (where bbolt would grow the file itself to the map's size). It is
+// address space, not memory. bbolt remaps a file that outgrows its map,
+// and a remap waits for every open read transaction: with a map well above
+// the file's size, a commit never waits for a snapshot being persisted.
+// etcd maps its bbolt files the same way.
+const DefaultStateMachineMmapSize = 1 << 30
+
+// restoreSuffix names the file Restore stages a snapshot in, next to the
+// state file. Only the process holding the state file's lock writes it, so
+// OpenStateMachine (holding the lock) removes one a crash left.
+const restoreSuffix = ".restore"
+
+// OpenStateMachine opens the state file at path, creating it when it is
+// missing or empty, and returns the state machine that applies committed
+// commands to it with apply. opts may be nil for the defaults.
+//
+// A new file gets the reserved bucket, its format record and an applied
+// index of 0 in one write transaction. An existing one is verified and
+// left unchanged; OpenStateMachine refuses, with an error and without
+// writing, a file that is not a bbolt database, a bbolt database that
+// holds buckets but no state-machine format record (someone else's file,
+// or a raftbolt log store: ErrNotStore), a state file of a newer format
+// (ErrUnsupportedVersion) and a damaged file (ErrCorrupt). A staged
+// snapshot left by a Restore that crashed is removed.
+//
+// Of Options, these apply: ReadOnly (inspect only: View, AppliedIndex,
+// LatestConfiguration and Snapshot work, apply may be nil, every entry's
+// response and Restore are ErrReadOnly), NoSync, LockTimeout, Logger,
+// InitialMmapSize (default DefaultStateMachineMmapSize) and VerifyOnOpen.
+// The entry-cache, metrics and replay
+// fields are the log store's and are ignored.
+func OpenStateMachine(path string, apply ApplyFunc, opts *Options) (*StateMachine, error) {
+	const op = "open state machine"
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, opError(op, path, err)
+	}
+	if path == "" {
+		return nil, opError(op, path, invalidf("empty path"))
+	}
+	if apply == nil && !o.ReadOnly {
+		return nil, opError(op, path, invalidf("nil ApplyFunc (only a read-only state machine may do without one)"))
+	}
+	if o.InitialMmapSize == 0 && strconv.IntSize == 64 && runtime.GOOS != "windows" {
+		o.InitialMmapSize = DefaultStateMachineMmapSize
+	}
+	m := &StateMachine{
+		path:   path,
+		apply:  apply,
+		opts:   o,
+		logger: o.Logger.With("path", path),
+	}
+	start := time.Now()
+	created, err := m.open()
+	if err != nil {
+		return nil, err
+	}
+	m.logger.Info("opened state machine", "format_version", formatVersion, "created", created,
+		"read_only", o.ReadOnly, "applied_index", m.applied.Load(), "duration", time.Since(start))
+	return m, nil
+}
+
+// open opens the file, verifies or creates the layout and loads the
+// applied record.
+func (m *StateMachine) open() (created bool, err error) {
+	const op = "open state machine"
+	if m.opts.ReadOnly {
+		fi, err := os.Stat(m.path)
+		if err != nil {
+			return false, opError(op, m.path, fmt.Errorf("read-only: %w", err))
+		}
+		if fi.Size() == 0 {
+			return false, opError(op, m.path, fmt.Errorf("%w: the file is empty (read-only opens never create a state machine)", ErrNotStore))
+		}
+	}
+	db, err := openBolt(m.path, &m.opts, m.logger)
+	if err != nil {
+		return false, opError(op, m.path, err)
+	}
+	if !m.opts.ReadOnly {
+		removeStaleRestore(m.path, m.logger)
+	}
+	m.h = newHandle(db)
+	if created, err = m.initLayout(); err == nil {
+		err = m.loadApplied()
+	}
+	if err != nil {
+		_ = db.Close()
+		return false, err
+	}
+	return created, nil
+}
+
+// initLayout verifies the layout of an existing state file, or creates it
+// in one write transaction in an empty one.
+func (m *StateMachine) initLayout() (created bool, err error) {
+	const op = "open state machine"
+	var l layout
+	err = m.view(m.h.db, op, func(tx *bbolt.Tx) (err error) {
+		l, err = inspectStateLayout(tx)
+		return err
+	})
+	if err != nil || l == layoutStore {
+		return false, err
+	}
+	if m.opts.ReadOnly {
+		return false, opError(op, m.path, fmt.Errorf("%w: the bbolt database is empty (read-only opens never create a state machine)", ErrNotStore))
+	}
+	return true, m.update(op, func(tx *bbolt.Tx) error {
+		// Checked again inside the transaction that writes.
+		if l, err := inspectStateLayout(tx); err != nil || l != layoutEmpty {
+			return fmt.Errorf("layout changed while opening: %v", err)
+		}
+		b, err := tx.CreateBucket(bucketState)
+		if err != nil {
+			return fmt.Errorf("create bucket %q: %w", bucketState, err)
+		}
+		if err := b.Put(keyFormat, codec.AppendFormat(nil, codec.Format{Version: formatVersion, Kind: codec.KindStateMachine})); err != nil {
+			return err
+		}
+		return b.Put(keyApplied, encodeApplied(0, 0))
+	})
+}
+
+// inspectStateLayout classifies the file open in tx without changing it:
+// empty (no bucket at all), a state file (layoutStore), or an error.
+func inspectStateLayout(tx *bbolt.Tx) (layout, error) {
+	b := tx.Bucket(bucketState)
+	if b == nil {
+		var names []string
+		_ = tx.ForEach(func(name []byte, _ *bbolt.Bucket) error {
+			names = append(names, fmt.Sprintf("%q", name))
+			return nil
+		})
+		switch {
+		case len(names) == 0:
+			return layoutEmpty, nil
+		case tx.Bucket(bucketMeta) != nil:
+			return 0, fmt.Errorf("%w: this is a raftbolt log store (bucket %q); a state machine needs a file of its own",
+				ErrNotStore, bucketMeta)
+		case isRaftBoltDB(tx):
+			return 0, fmt.Errorf("%w: this is a hashicorp/raft-boltdb store (buckets \"logs\" and \"conf\"), not a state machine", ErrNotStore)
+		}
+		return 0, fmt.Errorf("%w: the bbolt database holds buckets %s but no bucket %q with a state-machine format record",
+			ErrNotStore, strings.Join(names, ", "), bucketState)
+	}
+	rec := b.Get(keyFormat)
+	if rec == nil {
+		return 0, corruptf("bucket %q has no format record", bucketState)
+	}
+	f, err := codec.DecodeFormat(rec, formatVersion)
+	if errors.Is(err, codec.ErrVersion) {
+		return 0, fmt.Errorf("%w: the state machine was written by format version %d; this build reads version %d and older",
+			ErrUnsupportedVersion, f.Version, formatVersion)
+	}
+	if err != nil {
+		return 0, corruptf("format record: %v", err)
+	}
+	if f.Kind != codec.KindStateMachine {
+		return 0, fmt.Errorf("%w: the file is a raftbolt %s, not a state machine", ErrNotStore, f.Kind)
+	}
+	if _, _, err := decodeApplied(b.Get(keyApplied)); err != nil {
+		return 0, err
+	}
+	if rec := b.Get(keyConfig); rec != nil {
+		if _, _, err := codec.DecodeConfiguration(rec); err != nil {
+			return 0, corruptf("configuration record: %v", err)
+		}
+	}
+	return layoutStore, nil
+}
+
+// encodeApplied returns the applied record: index and term, 8 bytes each,
+// big-endian.
+func encodeApplied(index, term uint64) []byte {
+	b := make([]byte, 0, 16)
+	b = append(b, codec.PutUint64(index)...)
+	return append(b, codec.PutUint64(term)...)
+}
+
+func decodeApplied(v []byte) (index, term uint64, err error) {
+	if len(v) != 16 {
+		return 0, 0, corruptf("the applied record holds %d bytes, not 16", len(v))
+	}
+	index, _ = codec.Uint64(v[:8])
+	term, _ = codec.Uint64(v[8:])
+	return index, term, nil
+}
+
+// readApplied reads the applied record in tx.
+func readApplied(tx *bbolt.Tx) (index, term uint64, err error) {
+	b := tx.Bucket(bucketState)
+	if b == nil {
+		return 0, 0, corruptf("bucket %q is missing", bucketState)
+	}
+	return decodeApplied(b.Get(keyApplied))
+}
+
+func (m *StateMachine) loadApplied() error {
+	return m.view(m.h.db, "open state machine", func(tx *bbolt.Tx) error {
+		index, term, err := readApplied(tx)
+		if err != nil {
+			return err
+		}
+		m.applied.Store(index)
+		m.appliedTerm.Store(term)
+		return nil
+	})
+}
+
+// removeStaleRestore removes the staged snapshot a crashed Restore left.
+// The caller holds the state file's lock, so no Restore is running.
+func removeStaleRestore(path string, logger hclog.Logger) {
+	staged := path + restoreSuffix
+	if err := os.Remove(staged); err == nil {
+		logger.Warn("removed the staged snapshot of an interrupted restore; the state is the one before it", "file", staged)
+	}
+}
+
+// Path returns the path the state machine was opened with.
+func (m *StateMachine) Path() string { return m.path }
+
+// AppliedIndex returns the index of the last entry the state holds: the
+// newest entry applied, or the index the state held when the snapshot it
+// was restored from was taken. It is 0 for a new state. After Close it
+// returns the last value.
+func (m *StateMachine) AppliedIndex() uint64 { return m.applied.Load() }
+
+// View runs fn in a bbolt read transaction on the state. It sees every
+// entry applied before it began and nothing of one in progress. fn's error
+// is returned as it is; a panic in fn becomes an error wrapping ErrPanic.
+// While Restore swaps the file in, View waits for the swap.
+func (m *StateMachine) View(fn func(tx *bbolt.Tx) error) (err error) {
+	if fn == nil {
+		return opError("view", m.path, invalidf("nil function"))
+	}
+	if err := m.rlock(); err != nil {
+		return err
+	}
+	defer m.dbMu.RUnlock()
+	defer func() {
+		if r := recover(); r != nil {
+			err = m.userPanic("view", "", r)
+		}
+	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return m.h.db.View(fn)
+}
+
+// LatestConfiguration returns the newest committed cluster configuration
+// recorded in the state file and its index, or ErrNoConfiguration.
+func (m *StateMachine) LatestConfiguration() (uint64, raft.Configuration, error) {
+	if err := m.rlock(); err != nil {
+		return 0, raft.Configuration{}, err
+	}
+	defer m.dbMu.RUnlock()
+	var (
+		index uint64
+		c     raft.Configuration
+	)
+	err := m.view(m.h.db, "latest configuration", func(tx *bbolt.Tx) (err error) {
+		index, c, err = readConfiguration(tx)
+		return err
+	})
+	return index, c, err
+}
+
+// readConfiguration reads the configuration record in tx.
+func readConfiguration(tx *bbolt.Tx) (uint64, raft.Configuration, error) {
+	b := tx.Bucket(bucketState)
+	if b == nil {
+		return 0, raft.Configuration{}, corruptf("bucket %q is missing", bucketState)
+	}
+	rec := b.Get(keyConfig)
+	if rec == nil {
+		return 0, raft.Configuration{}, ErrNoConfiguration
+	}
+	index, c, err := codec.DecodeConfiguration(rec)
+	if err != nil {
+		return 0, raft.Configuration{}, corruptf("configuration record: %v", err)
+	}
+	return index, c, nil
+}
+
+// StoreConfiguration records a committed configuration unless a newer one
+// is recorded (raft.ConfigurationStore). raft calls it only for FSMs that
+// do not batch; *StateMachine batches, so raft hands it configuration
+// entries inside ApplyBatch instead, which records them with the applied
+// index. A failure is logged at error level (the interface returns none).
+func (m *StateMachine) StoreConfiguration(index uint64, c raft.Configuration) {
+	err := m.storeConfiguration(index, c)
+	if err != nil {
+		m.logger.Error("failed to record a committed cluster configuration",
+			"index", index, "servers", hclog.Fmt("%+v", c.Servers), "error", err)
+	}
+}
+
+func (m *StateMachine) storeConfiguration(index uint64, c raft.Configuration) error {
+	const op = "store configuration"
+	if err := m.lockWrite(); err != nil {
+		return err
+	}
+	defer m.writeMu.Unlock()
+	if index == 0 {
+		return opError(op, m.path, invalidf("configuration index 0"))
+	}
+	if err := checkConfiguration(c); err != nil {
+		return opError(op, m.path, fmt.Errorf("configuration at index %d: %w", index, err))
+	}
+	return m.update(op, func(tx *bbolt.Tx) error {
+		return putConfiguration(tx, index, c)
+	})
+}
+
+// putConfiguration records c at index in tx unless the recorded one is as
+// new or newer.
+func putConfiguration(tx *bbolt.Tx, index uint64, c raft.Configuration) error {
+	b := tx.Bucket(bucketState)
+	if b == nil {
+		return corruptf("bucket %q is missing", bucketState)
+	}
+	if rec := b.Get(keyConfig); rec != nil {
+		// A damaged record is replaced rather than kept failing.
+		if cur, _, err := codec.DecodeConfiguration(rec); err == nil && cur >= index {
+			return nil
+		}
+	}
+	return b.Put(keyConfig, codec.AppendConfiguration(nil, index, c))
+}
+
+// Close closes the state file. It waits for a write in progress, and
+// writes bbolt's freelist once so that the next open need not rebuild it.
+// A snapshot not yet released keeps the file open (and locked) until its
+// Release. A second Close returns nil; every other method then returns
+// ErrClosed (entries get it as their response).
+func (m *StateMachine) Close() error {
+	m.writeMu.Lock()
+	defer m.writeMu.Unlock()
+	m.dbMu.Lock()
+	defer m.dbMu.Unlock()
+	if m.closed.Load() {
+		return nil
+	}
+	m.closed.Store(true)
+	var err error
+	if !m.opts.ReadOnly && m.broken.Load() == nil {
+		err = m.persistFreelist()
+	}
+	if n := m.h.refs.Load(); n > 1 {
+		m.logger.Debug("state file stays open until its snapshots are released", "snapshots", n-1)
+	}
+	if cerr := m.h.unref(); err == nil && cerr != nil {
+		err = opError("close state machine", m.path, cerr)
+	}
+	m.logger.Debug("closed state machine")
+	return err
+}
+
+// persistFreelist commits one empty transaction with the freelist synced,
+// as Store.Close does (see openBolt and the freelist note in ApplyBatch).
+func (m *StateMachine) persistFreelist() (err error) {
+	defer m.recoverPanic("close state machine", &err, true)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	db := m.h.db
+	db.NoFreelistSync = false
+	defer func() { db.NoFreelistSync = true }()
+	if err := db.Update(func(*bbolt.Tx) error { return nil }); err != nil {
+		return opError("close state machine", m.path, err)
+	}
+	return nil
+}
+
+// rlock takes dbMu shared, or returns ErrClosed without holding it.
+func (m *StateMachine) rlock() error {
+	m.dbMu.RLock()
+	if m.closed.Load() {
+		m.dbMu.RUnlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+// lockWrite takes writeMu for a write, or returns ErrClosed or
+// ErrReadOnly without holding it.
+func (m *StateMachine) lockWrite() error {
+	if m.opts.ReadOnly {
+		if m.closed.Load() {
+			return ErrClosed
+		}
+		return ErrReadOnly
+	}
+	m.writeMu.Lock()
+	if m.closed.Load() {
+		m.writeMu.Unlock()
+		return ErrClosed
+	}
+	return nil
+}
+
+// view runs fn in a read transaction of db; the state machine's own
+// transactions go through view and update (txn.go explains why).
+func (m *StateMachine) view(db *bbolt.DB, op string, fn func(tx *bbolt.Tx) error) (err error) {
+	defer m.recoverPanic(op, &err, false)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return m.wrap(op, db.View(fn))
+}
+
+// update runs fn in a write transaction of the current file. The caller
+// holds writeMu. A panic that escapes fn, or a failed commit, breaks the
+// machine (see broken).
+func (m *StateMachine) update(op string, fn func(tx *bbolt.Tx) error) (err error) {
+	if p := m.broken.Load(); p != nil {
+		return *p
+	}
+	defer m.recoverPanic(op, &err, true)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	return m.wrap(op, m.h.db.Update(fn))
+}
+
+func (m *StateMachine) recoverPanic(op string, errp *error, write bool) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	var broken *atomic.Pointer[error]
+	if write {
+		broken = &m.broken
+	}
+	*errp = panicError(op, m.path, m.logger, r, broken)
+}
+
+// userPanic turns a panic recovered around application code (an ApplyFunc
+// or View's function) into an error. A memory fault in the mapped file is
+// damage (ErrCorrupt); anything else wraps ErrPanic. what names the entry.
+func (m *StateMachine) userPanic(op, what string, r any) error {
+	if isMemoryFault(r) {
+		m.logger.Error("memory fault reading the state file; the file is damaged", "op", op, "panic", fmt.Sprint(r))
+		return opError(op, m.path, corruptf("memory fault in the mapped file%s: %v", what, r))
+	}
+	m.logger.Error("panic inside a state machine transaction", "op", op, "entry", what,
+		"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+	return opError(op, m.path, fmt.Errorf("%w%s: %v", ErrPanic, what, r))
+}
+
+// isMemoryFault reports whether a recovered value is the panic that
+// debug.SetPanicOnFault turns a fault in mapped memory into.
+func isMemoryFault(r any) bool {
+	re, ok := r.(runtime.Error)
+	if !ok {
+		return false
+	}
+	_, ok = re.(interface{ Addr() uintptr })
+	return ok
+}
+
+// wrap adds the operation and path to err, except to the context-free
+// sentinels.
+func (m *StateMachine) wrap(op string, err error) error {
+	switch err {
+	case nil, ErrNoConfiguration, ErrClosed, ErrReadOnly:
+		return err
+	}
+	return opError(op, m.path, err)
+}
