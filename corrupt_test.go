@@ -18,7 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-var corruptTrials = flag.Int("corrupt.trials", 0, "trials in TestCorruptionTrials (default 200, or 3000 with -soak)")
+var corruptTrials = flag.Int("corrupt.trials", 0, "trials in TestCorruptionTrials (default 200, 60 under -race, 3000 with -soak)")
 
 func init() { children["readall"] = readAllChild }
 
@@ -186,11 +186,14 @@ func readAllChild(args []string) error {
 // (or Open) reports the damage.
 func TestCorruptionTrials(t *testing.T) {
 	trials := *corruptTrials
-	if trials == 0 {
+	switch {
+	case trials != 0:
+	case *soak:
+		trials = 3000
+	case raceEnabled:
+		trials = 60 // each child is a race-instrumented binary
+	default:
 		trials = 200
-		if *soak {
-			trials = 3000
-		}
 	}
 	clean, crashed := buildCorruptBase(t)
 	seed := uint64(time.Now().UnixNano())
