@@ -90,7 +90,8 @@ func TestBadOpenChangesNothing(t *testing.T) {
 		target error
 	}{
 		{"empty path", "", nil, ErrInvalid},
-		{"a directory", dir, quiet(Options{}), nil},
+		{"a directory", dir, quiet(Options{}), ErrInvalid},
+		{"a directory, read-only", dir, quiet(Options{ReadOnly: true}), ErrInvalid},
 		{"missing parent directory", filepath.Join(dir, "missing", "raft.db"), quiet(Options{}), os.ErrNotExist},
 		{"negative LockTimeout", filepath.Join(dir, "a.db"), quiet(Options{LockTimeout: -1}), ErrInvalid},
 		{"negative InitialMmapSize", filepath.Join(dir, "b.db"), quiet(Options{InitialMmapSize: -1}), ErrInvalid},

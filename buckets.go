@@ -74,6 +74,9 @@ func inspectLayout(tx *bbolt.Tx) (layout, error) {
 		if len(names) == 0 {
 			return layoutEmpty, nil
 		}
+		if tx.Bucket(bucketState) != nil {
+			return 0, fmt.Errorf("%w: this is a raftbolt state machine file (OpenStateMachine), not a log store", ErrNotStore)
+		}
 		if isRaftBoltDB(tx) {
 			return 0, fmt.Errorf("%w: %s", ErrNotStore, migrateHint(tx.DB().Path()))
 		}

@@ -132,6 +132,9 @@ func Open(path string, opts *Options) (*Store, error) {
 // open opens the file and loads the store's state. Its errors carry the
 // "raftbolt: open (path)" prefix.
 func (s *Store) open() (created bool, err error) {
+	if fi, err := os.Stat(s.path); err == nil && fi.IsDir() {
+		return false, opError("open", s.path, invalidf("%s is a directory, not a store file", s.path))
+	}
 	if s.opts.ReadOnly {
 		// bbolt would try to initialise an empty file, and fail on a file
 		// it opened read-only.

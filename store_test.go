@@ -113,6 +113,13 @@ func TestOpenRefusesForeignFilesWithoutChangingThem(t *testing.T) {
 		{"someone else's buckets", boltWith("other.db", "users", "orders"), ErrNotStore, `"orders"`},
 		{"raft-boltdb", boltWith("raftboltdb.db", "logs", "conf"), ErrNotStore, "raftbolt migrate"},
 		{"newer format", newer, ErrUnsupportedVersion, "format version 2"},
+		{"state machine file", func() string {
+			p := filepath.Join(dir, "state.db")
+			m, err := OpenStateMachine(p, func(*bbolt.Tx, *raft.Log) interface{} { return nil }, testOptions())
+			require.NoError(t, err)
+			require.NoError(t, m.Close())
+			return p
+		}, ErrNotStore, "state machine file"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -49,6 +49,13 @@ const (
 	freelistOverrun = 0xFFFF
 )
 
+// ioError marks a failure to read the file, as opposed to content that
+// fails a check.
+type ioError struct{ err error }
+
+func (e *ioError) Error() string { return e.err.Error() }
+func (e *ioError) Unwrap() error { return e.err }
+
 // byteOrder is the order bbolt writes its structures in: the host's.
 var byteOrder = binary.NativeEndian
 
@@ -81,6 +88,12 @@ type Report struct {
 func Inspect(r io.ReaderAt, size int64) (Report, error) {
 	rep := Report{Size: size}
 	metas, errs := readMetas(r, size)
+	for _, err := range errs {
+		var ioErr *ioError
+		if errors.As(err, &ioErr) {
+			return rep, ioErr.err // the file could not be read: not a verdict on its content
+		}
+	}
 	best := -1
 	magic := false
 	for i, m := range metas {
@@ -153,7 +166,7 @@ func readMeta(r io.ReaderAt, size, off int64) (Meta, error) {
 		return Meta{}, ErrNotBolt
 	}
 	if _, err := r.ReadAt(buf[:], off); err != nil {
-		return Meta{}, fmt.Errorf("read meta page at offset %d: %w", off, err)
+		return Meta{}, &ioError{fmt.Errorf("read meta page at offset %d: %w", off, err)}
 	}
 	b := buf[pageHeaderSize:]
 	if byteOrder.Uint32(b[0:]) != boltMagic {
