@@ -1,6 +1,7 @@
 package raftbolt
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -161,26 +162,36 @@ type buckets struct {
 // openBuckets returns the store's buckets in tx. Every transaction starts
 // with it, so a bucket that went missing (only damage can do that) is an
 // ErrCorrupt naming it, never bbolt's "bucket not found".
-func openBuckets(tx *bbolt.Tx) (buckets, error) {
-	b := buckets{
-		meta:        tx.Bucket(bucketMeta),
-		log:         tx.Bucket(bucketLog),
-		stable:      tx.Bucket(bucketStable),
-		config:      tx.Bucket(bucketConfig),
-		configIndex: tx.Bucket(bucketConfigIndex),
-	}
-	for i, bk := range []*bbolt.Bucket{b.meta, b.log, b.stable, b.config, b.configIndex} {
-		if bk == nil {
-			return b, corruptf("bucket %q is missing", allBuckets[i])
+func openBuckets(tx *bbolt.Tx) (b buckets, err error) {
+	for _, x := range []struct {
+		b    **bbolt.Bucket
+		name []byte
+	}{
+		{&b.meta, bucketMeta}, {&b.log, bucketLog}, {&b.stable, bucketStable},
+		{&b.config, bucketConfig}, {&b.configIndex, bucketConfigIndex},
+	} {
+		if *x.b, err = openBucket(tx, x.name); err != nil {
+			return b, err
 		}
 	}
-	if tx.Writable() {
+	return b, nil
+}
+
+// openBucket returns one of the store's buckets in tx, for the
+// transactions that need only some of them (opening a bucket costs bbolt
+// a few allocations, and StoreLogs runs at every raft append). A missing
+// bucket is an ErrCorrupt naming it, as in openBuckets.
+func openBucket(tx *bbolt.Tx, name []byte) (*bbolt.Bucket, error) {
+	b := tx.Bucket(name)
+	if b == nil {
+		return nil, corruptf("bucket %q is missing", name)
+	}
+	if tx.Writable() && (bytes.Equal(name, bucketLog) || bytes.Equal(name, bucketConfigIndex)) {
 		// The log is appended at its end and truncated at either end, so
 		// full pages are never split again: pack them full instead of the
 		// default half, which halves the pages an append rewrites and the
 		// size of the file.
-		b.log.FillPercent = 1.0
-		b.configIndex.FillPercent = 1.0
+		b.FillPercent = 1.0
 	}
 	return b, nil
 }

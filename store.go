@@ -564,28 +564,45 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 	boot := bootstrapConfiguration(logs[0])
 
 	err = s.update(op, func(tx *bbolt.Tx) error {
-		b, err := openBuckets(tx)
+		// Only the buckets this batch writes are opened.
+		log, err := openBucket(tx, bucketLog)
 		if err != nil {
 			return err
 		}
+		var configIndex *bbolt.Bucket
 		for i, l := range logs {
 			key := codec.Key(l.Index)
-			if err := b.log.Put(key[:], recs[i]); err != nil {
+			if err := log.Put(key[:], recs[i]); err != nil {
 				return fmt.Errorf("entry %d: %w", l.Index, err)
 			}
 			if isConfigEntry(l.Type) {
-				if err := b.configIndex.Put(key[:], nil); err != nil {
+				if configIndex == nil {
+					if configIndex, err = openBucket(tx, bucketConfigIndex); err != nil {
+						return err
+					}
+				}
+				if err := configIndex.Put(key[:], nil); err != nil {
 					return fmt.Errorf("configuration entry %d: %w", l.Index, err)
 				}
 			}
 		}
-		if boot != nil && b.config.Get(keyLatest) == nil {
-			if err := b.config.Put(keyLatest, boot); err != nil {
+		if boot != nil {
+			config, err := openBucket(tx, bucketConfig)
+			if err != nil {
 				return err
+			}
+			if config.Get(keyLatest) == nil {
+				if err := config.Put(keyLatest, boot); err != nil {
+					return err
+				}
 			}
 		}
 		if staged != commit {
-			return putUint64(b.meta, keyCommit, staged)
+			meta, err := openBucket(tx, bucketMeta)
+			if err != nil {
+				return err
+			}
+			return putUint64(meta, keyCommit, staged)
 		}
 		return nil
 	})
