@@ -77,12 +77,35 @@ type row struct {
 	name  string
 	unit  unit
 	cells map[string]samples // by impl name
+	// rounds holds the same samples by round, for the spread of ratios.
+	rounds map[string]map[int]samples
+}
+
+func (x *row) add(impl string, round int, v float64) {
+	x.cells[impl] = append(x.cells[impl], v)
+	if x.rounds[impl] == nil {
+		x.rounds[impl] = map[int]samples{}
+	}
+	x.rounds[impl][round] = append(x.rounds[impl][round], v)
+}
+
+// roundRatios returns, for each round both a and b ran in, the ratio of
+// their medians in that round.
+func roundRatios(xa *row, a string, xb *row, b string) samples {
+	var out samples
+	for r, sa := range xa.rounds[a] {
+		if sb, ok := xb.rounds[b][r]; ok {
+			out = append(out, sa.median()/sb.median())
+		}
+	}
+	return out
 }
 
 // check is one target: a ratio (or a plain value) against its bound.
 type check struct {
 	what   string
 	value  float64
+	rounds samples // the same ratio in each round, when it is one
 	bound  float64
 	atMost bool   // value must be <= bound; otherwise >= bound
 	suffix string // "x" for ratios
@@ -112,18 +135,33 @@ func (r *report) row(name string, u unit) *row {
 			return x
 		}
 	}
-	x := &row{name: name, unit: u, cells: map[string]samples{}}
+	x := &row{name: name, unit: u, cells: map[string]samples{}, rounds: map[string]map[int]samples{}}
 	r.rows = append(r.rows, x)
 	return x
 }
 
 func (r *report) median(rowName, impl string) float64 {
-	for _, x := range r.rows {
-		if x.name == rowName {
-			return x.cells[impl].median()
-		}
+	if x := r.find(rowName); x != nil {
+		return x.cells[impl].median()
 	}
 	return math.NaN()
+}
+
+func (r *report) find(rowName string) *row {
+	for _, x := range r.rows {
+		if x.name == rowName {
+			return x
+		}
+	}
+	return nil
+}
+
+func (r *report) roundRatios(rowA, a, rowB, b string) samples {
+	xa, xb := r.find(rowA), r.find(rowB)
+	if xa == nil || xb == nil {
+		return nil
+	}
+	return roundRatios(xa, a, xb, b)
 }
 
 // ratio adds a check that median(row, slow) / median(row, fast) >= bound:
@@ -132,6 +170,7 @@ func (r *report) speedup(rowName, fast, slow string, bound float64) {
 	r.checks = append(r.checks, check{
 		what:  fmt.Sprintf("%s: %s ÷ %s (median)", rowName, slow, fast),
 		value: r.median(rowName, slow) / r.median(rowName, fast), bound: bound, suffix: "x",
+		rounds: r.roundRatios(rowName, slow, rowName, fast),
 	})
 }
 
@@ -144,6 +183,7 @@ func (r *report) within(rowA, a, rowB, b string, bound float64) {
 	r.checks = append(r.checks, check{
 		what:  what,
 		value: r.median(rowA, a) / r.median(rowB, b), bound: bound, atMost: true, suffix: "x",
+		rounds: r.roundRatios(rowA, a, rowB, b),
 	})
 }
 
@@ -169,7 +209,7 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "\nRatios are the peer's median over raftbolt's: above 1 raftbolt is faster (or uses less).\n")
 
 	if len(r.checks) > 0 {
-		fmt.Fprintf(w, "\n### Targets\n\n| Target | Measured | Bound | Met |\n|---|---|---|---|\n")
+		fmt.Fprintf(w, "\n### Targets\n\n| Target | Measured | Bound | Met | Same ratio per round: p10 / median / p90 (rounds met) |\n|---|---|---|---|---|\n")
 		for _, c := range r.checks {
 			op := ">="
 			if c.atMost {
@@ -183,7 +223,17 @@ func (r *report) print(w io.Writer) {
 			if c.suffix == "" {
 				val = fmt.Sprintf("%.1f", c.value)
 			}
-			fmt.Fprintf(w, "| %s | %s | %s %g%s | %s |\n", c.what, val, op, c.bound, c.suffix, met)
+			spread := ""
+			if len(c.rounds) > 0 {
+				n := 0
+				for _, v := range c.rounds {
+					if (check{value: v, bound: c.bound, atMost: c.atMost}).met() {
+						n++
+					}
+				}
+				spread = fmt.Sprintf("%.2f / %.2f / %.2f (%d of %d)", c.rounds.quantile(0.1), c.rounds.median(), c.rounds.quantile(0.9), n, len(c.rounds))
+			}
+			fmt.Fprintf(w, "| %s | %s | %s %g%s | %s | %s |\n", c.what, val, op, c.bound, c.suffix, met, spread)
 		}
 	}
 
