@@ -502,8 +502,7 @@ func (s *Store) readLog(index uint64, log *raft.Log) (err error) {
 	defer s.recoverPanic("get log", &err, false)
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	key := codec.Key(index)
-	err = s.reader.get(func(b *bbolt.Bucket) error {
-		rec := b.Get(key[:])
+	err = s.reader.get(key[:], func(rec []byte) error {
 		if rec == nil {
 			return errLogNotFound
 		}

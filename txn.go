@@ -1,6 +1,7 @@
 package raftbolt
 
 import (
+	"bytes"
 	"fmt"
 	"runtime/debug"
 	"sync"
@@ -114,6 +115,12 @@ type sharedReader struct {
 	tx *bbolt.Tx
 	// log is tx's log bucket.
 	log *bbolt.Bucket
+	// cursors pools cursors of log. A lookup through a reused cursor
+	// allocates nothing, where bbolt's Bucket.Get grows a new cursor stack
+	// (three allocations for a tree three levels deep). The pool is
+	// replaced with tx, so a cursor is only ever used within its own
+	// transaction; each is used by one reader at a time.
+	cursors *sync.Pool
 	// writing is true while a write transaction runs; readers then use
 	// their own transactions rather than reopen the shared one.
 	writing bool
@@ -122,10 +129,11 @@ type sharedReader struct {
 	closed bool
 }
 
-// get runs fn with the log bucket of a shared read transaction, or of a
-// transaction of its own while a write is in progress. fn must copy what
-// it keeps: the bytes bbolt returns are only valid until fn returns.
-func (r *sharedReader) get(fn func(log *bbolt.Bucket) error) error {
+// get runs fn with the value stored under key in the log bucket (nil when
+// there is none), read in a shared read transaction, or in a transaction
+// of its own while a write is in progress. fn must copy what it keeps: the
+// bytes bbolt returns are only valid until fn returns.
+func (r *sharedReader) get(key []byte, fn func(v []byte) error) error {
 	r.mu.RLock()
 	if r.tx == nil && !r.writing && !r.closed {
 		r.mu.RUnlock()
@@ -134,7 +142,13 @@ func (r *sharedReader) get(fn func(log *bbolt.Bucket) error) error {
 	}
 	if r.tx != nil {
 		defer r.mu.RUnlock()
-		return fn(r.log)
+		c, _ := r.cursors.Get().(*bbolt.Cursor)
+		if c == nil {
+			c = r.log.Cursor()
+		}
+		err := fn(seekExact(c, key))
+		r.cursors.Put(c)
+		return err
 	}
 	r.mu.RUnlock()
 	return r.db.View(func(tx *bbolt.Tx) error {
@@ -142,8 +156,17 @@ func (r *sharedReader) get(fn func(log *bbolt.Bucket) error) error {
 		if log == nil {
 			return corruptf("bucket %q is missing", bucketLog)
 		}
-		return fn(log)
+		return fn(log.Get(key))
 	})
+}
+
+// seekExact returns the value under key, or nil, as Bucket.Get does.
+func seekExact(c *bbolt.Cursor, key []byte) []byte {
+	k, v := c.Seek(key)
+	if !bytes.Equal(k, key) {
+		return nil
+	}
+	return v
 }
 
 // open starts the shared transaction unless a write is in progress or
@@ -163,7 +186,7 @@ func (r *sharedReader) open() {
 		_ = tx.Rollback()
 		return
 	}
-	r.tx, r.log = tx, log
+	r.tx, r.log, r.cursors = tx, log, &sync.Pool{}
 }
 
 // suspend closes the shared transaction for a write, waiting for the
@@ -201,6 +224,6 @@ func (r *sharedReader) reset(db *bbolt.DB) {
 func (r *sharedReader) release() {
 	if r.tx != nil {
 		_ = r.tx.Rollback()
-		r.tx, r.log = nil, nil
+		r.tx, r.log, r.cursors = nil, nil, nil
 	}
 }
