@@ -481,9 +481,9 @@ var errMissing = errors.New("entry missing inside the log")
 
 // getLog serves GetLog from the cache or the file; the caller holds dbMu.
 func (s *Store) getLog(index uint64, log *raft.Log) error {
-	if rec, ok := s.cache.Get(index); ok {
+	if ok, err := s.cache.Get(index, func(rec []byte) error { return s.decode(index, rec, log) }); ok {
 		metrics.IncrCounter(metricGetLogCacheHit, 1)
-		return s.wrap("get log", s.decode(index, rec, log))
+		return s.wrap("get log", err)
 	}
 	if index == 0 || index < s.first.Load() || index > s.last.Load() {
 		return errLogNotFound
@@ -550,7 +550,7 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 		return nil
 	}
 	// Preconditions, all checked before the transaction starts.
-	recs, size, err := encodeBatch(logs)
+	mem, recs, size, err := s.encodeBatch(logs)
 	if err != nil {
 		return opError(op, s.path, err)
 	}
@@ -613,7 +613,7 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 	}
 	s.last.Store(logs[len(logs)-1].Index)
 	s.commit.Store(staged)
-	s.cache.Append(first, recs)
+	s.cache.Append(first, mem, recs)
 	s.compaction.logsStored(first)
 	metrics.MeasureSince(metricStoreLogs, start)
 	metrics.AddSample(metricStoreLogsEntries, float32(len(logs)))
@@ -621,28 +621,34 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 	return nil
 }
 
-// encodeBatch checks a batch and encodes each entry into its own buffer:
-// the cache keeps them, one per entry, after the commit.
-func encodeBatch(logs []*raft.Log) (recs [][]byte, size int, err error) {
-	recs = make([][]byte, len(logs))
+// encodeBatch checks a batch and encodes its entries into one buffer from
+// the cache, which keeps it with the records after the commit (and hands it
+// out again once they have left the cache). The caller holds writeMu.
+func (s *Store) encodeBatch(logs []*raft.Log) (mem []byte, recs [][]byte, size int, err error) {
 	for i, l := range logs {
 		if l == nil {
-			return nil, 0, invalidf("entry %d of the batch is nil", i)
+			return nil, nil, 0, invalidf("entry %d of the batch is nil", i)
 		}
 		if l.Index == 0 {
-			return nil, 0, invalidf("entry %d of the batch has index 0", i)
+			return nil, nil, 0, invalidf("entry %d of the batch has index 0", i)
 		}
 		if i > 0 && l.Index != logs[i-1].Index+1 {
-			return nil, 0, fmt.Errorf("%w: index %d follows index %d in the batch", ErrNotContiguous, l.Index, logs[i-1].Index)
+			return nil, nil, 0, fmt.Errorf("%w: index %d follows index %d in the batch", ErrNotContiguous, l.Index, logs[i-1].Index)
 		}
 		n := codec.EntrySize(l)
 		if n > bbolt.MaxValueSize {
-			return nil, 0, invalidf("entry %d encodes to %d bytes, over bbolt's value limit of %d", l.Index, n, bbolt.MaxValueSize)
+			return nil, nil, 0, invalidf("entry %d encodes to %d bytes, over bbolt's value limit of %d", l.Index, n, bbolt.MaxValueSize)
 		}
-		recs[i] = codec.AppendEntry(make([]byte, 0, n), l)
 		size += n
 	}
-	return recs, size, nil
+	mem = s.cache.Buffer(size)
+	recs = make([][]byte, len(logs))
+	for i, l := range logs {
+		start := len(mem)
+		mem = codec.AppendEntry(mem, l)
+		recs[i] = mem[start:len(mem):len(mem)]
+	}
+	return mem, recs, size, nil
 }
 
 // bootstrapConfiguration returns the configuration record of l when l is
