@@ -113,7 +113,7 @@ func (s *Store) Compact() error {
 	// Writers wait from here on, until the new file is in place.
 	s.writeMu.Lock()
 	pauseStart := time.Now()
-	old, err := s.swapFile(ndb, tmp)
+	old, victim, err := s.swapFile(ndb, tmp)
 	s.compaction = nil
 	pause := time.Since(pauseStart)
 	s.writeMu.Unlock()
@@ -128,6 +128,7 @@ func (s *Store) Compact() error {
 	if err := old.Close(); err != nil {
 		s.logger.Warn("closing the replaced file failed", "error", err)
 	}
+	releaseGradually(victim)
 
 	st := CompactStats{At: time.Now(), Duration: time.Since(start), Pause: pause, SizeBefore: sizeBefore, SizeAfter: fileSize(s.path)}
 	s.lastCompact.Store(&st)
@@ -141,9 +142,9 @@ func (s *Store) Compact() error {
 // swapFile brings ndb up to date with the store, syncs it and renames it
 // over the store's file, and returns the replaced *bbolt.DB, still open.
 // The caller holds writeMu.
-func (s *Store) swapFile(ndb *bbolt.DB, tmp string) (*bbolt.DB, error) {
+func (s *Store) swapFile(ndb *bbolt.DB, tmp string) (*bbolt.DB, *os.File, error) {
 	if err := s.rlock(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	err := s.finishCopy(ndb)
 	if err == nil {
@@ -154,14 +155,20 @@ func (s *Store) swapFile(ndb *bbolt.DB, tmp string) (*bbolt.DB, error) {
 	}
 	s.dbMu.RUnlock()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	// A second descriptor of the old file, so that its blocks are freed by
+	// releaseGradually rather than all at once by the last close.
+	victim, _ := os.OpenFile(s.path, os.O_WRONLY, 0)
 
 	// Readers wait too, only for the swap.
 	s.dbMu.Lock()
 	defer s.dbMu.Unlock()
 	if err := os.Rename(tmp, s.path); err != nil {
-		return nil, err
+		if victim != nil {
+			_ = victim.Close()
+		}
+		return nil, nil, err
 	}
 	syncDir(filepath.Dir(s.path), s.logger)
 	old := s.db
@@ -169,7 +176,29 @@ func (s *Store) swapFile(ndb *bbolt.DB, tmp string) (*bbolt.DB, error) {
 	s.db = ndb
 	s.pageSize = ndb.Info().PageSize // ndb is not in use yet
 	s.reader.reset(ndb)
-	return old, nil
+	return old, victim, nil
+}
+
+// releaseGradually frees the blocks of a replaced (unlinked) file a slice at
+// a time. Freeing a few hundred MB in one go (the last close of the file)
+// holds the file system's journal for tens of milliseconds, delaying every
+// writer's fsync meanwhile.
+func releaseGradually(f *os.File) {
+	if f == nil {
+		return
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return
+	}
+	const step = 16 << 20
+	for size := fi.Size(); size > 0; {
+		size = max(size-step, 0)
+		if f.Truncate(size) != nil {
+			return
+		}
+	}
 }
 
 func (s *Store) endCompaction() {
