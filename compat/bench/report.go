@@ -237,6 +237,23 @@ func (r *report) print(w io.Writer) {
 		}
 	}
 
+	var floorRows []*row
+	for _, x := range r.rows {
+		if len(x.cells[nameBoltTx]) > 0 {
+			floorRows = append(floorRows, x)
+		}
+	}
+	if len(floorRows) > 0 {
+		fmt.Fprintf(w, "\n### Appends over the bbolt floor\n\nEach store's median over the bare bbolt transaction's, same run. "+
+			"A store built on bbolt commits cannot go below 1.00x without writing less than one bbolt transaction does.\n\n")
+		fmt.Fprintf(w, "| Workload | %s | %s | %s | %s |\n|---|---|---|---|---|\n", nameRaftbolt, nameBoltDB, nameWAL, nameFsync)
+		for _, x := range floorRows {
+			fl := x.cells[nameBoltTx].median()
+			fmt.Fprintf(w, "| %s | %.2fx | %.2fx | %.2fx | %.2fx |\n", x.name, x.cells[nameRaftbolt].median()/fl,
+				x.cells[nameBoltDB].median()/fl, x.cells[nameWAL].median()/fl, x.cells[nameFsync].median()/fl)
+		}
+	}
+
 	fmt.Fprintf(w, "\n### Spread\n\n| Workload | Store | n | p10 | p25 | median | p75 | p90 |\n|---|---|---|---|---|---|---|---|\n")
 	for _, x := range r.rows {
 		for _, c := range columns {
