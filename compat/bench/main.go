@@ -9,7 +9,7 @@
 // same run: one bare bbolt transaction with raftbolt's options (bbolt syncs
 // twice per commit) and one write plus fdatasync of the same bytes.
 //
-//	cd compat && go run ./bench            # the full run (several minutes, ~6 GiB of temp files)
+//	cd compat && go run ./bench            # the full run (about a minute here, a few GiB of temp files)
 //	cd compat && go run ./bench -short     # seconds; what CI runs through TestHarnessShort
 //	cd compat && go run ./bench -only append,get
 //
