@@ -195,3 +195,21 @@ func openBucket(tx *bbolt.Tx, name []byte) (*bbolt.Bucket, error) {
 	}
 	return b, nil
 }
+
+// getUint64 reads an integer record of bucketMeta; a missing key is 0.
+func getUint64(b *bbolt.Bucket, key []byte) (uint64, error) {
+	rec := b.Get(key)
+	if rec == nil {
+		return 0, nil
+	}
+	n, err := codec.DecodeUint64Value(key, rec)
+	if err != nil {
+		return 0, corruptf("bucket %q, key %q: %v", bucketMeta, key, err)
+	}
+	return n, nil
+}
+
+// putUint64 writes an integer record of bucketMeta.
+func putUint64(b *bbolt.Bucket, key []byte, v uint64) error {
+	return b.Put(key, codec.AppendUint64Value(nil, key, v))
+}

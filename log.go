@@ -1,0 +1,431 @@
+package raftbolt
+
+import (
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"time"
+
+	metrics "github.com/hashicorp/go-metrics"
+	"github.com/hashicorp/raft"
+	"github.com/raftbolt/raftbolt/internal/codec"
+	"go.etcd.io/bbolt"
+)
+
+// This file holds the raft.LogStore, raft.MonotonicLogStore and
+// raft.CommitTrackingLogStore methods of Store.
+
+// FirstIndex returns the first index in the log, 0 when it is empty.
+func (s *Store) FirstIndex() (uint64, error) {
+	if s.closed.Load() {
+		return 0, ErrClosed
+	}
+	return s.first.Load(), nil
+}
+
+// LastIndex returns the last index in the log, 0 when it is empty.
+func (s *Store) LastIndex() (uint64, error) {
+	if s.closed.Load() {
+		return 0, ErrClosed
+	}
+	return s.last.Load(), nil
+}
+
+// IsMonotonic reports true: the store only accepts indexes that continue
+// the log, which lets raft skip its own gap checks (raft.MonotonicLogStore).
+func (s *Store) IsMonotonic() bool { return true }
+
+// GetLog reads the entry at index into log. It returns raft.ErrLogNotFound
+// itself when there is no such entry, and an error wrapping ErrCorrupt
+// when the stored bytes fail their checksum, do not decode, hold another
+// index, or are missing from inside the log (which is contiguous).
+func (s *Store) GetLog(index uint64, log *raft.Log) error {
+	if log == nil {
+		return opError("get log", s.path, invalidf("nil *raft.Log for index %d", index))
+	}
+	if err := s.rlock(); err != nil {
+		return err
+	}
+	err := s.getLog(index, log)
+	s.dbMu.RUnlock()
+	if err != errMissing {
+		return err
+	}
+	// The entry was missing although the mirrors said it is there: either a
+	// truncation committed meanwhile, or the file is damaged. With writes
+	// excluded the mirrors match the file, so ask again.
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	if err := s.rlock(); err != nil {
+		return err
+	}
+	defer s.dbMu.RUnlock()
+	if err = s.getLog(index, log); err == errMissing {
+		return s.corruptEntry(index, fmt.Errorf("missing from the log %d-%d", s.first.Load(), s.last.Load()))
+	}
+	return err
+}
+
+// errMissing is getLog's answer for an entry inside first..last that the
+// file does not hold.
+var errMissing = errors.New("entry missing inside the log")
+
+// getLog serves GetLog from the cache or the file; the caller holds dbMu.
+func (s *Store) getLog(index uint64, log *raft.Log) error {
+	if ok, err := s.cache.Get(index, func(rec []byte) error { return s.decode(index, rec, log) }); ok {
+		metrics.IncrCounter(metricGetLogCacheHit, 1)
+		return s.wrap("get log", err)
+	}
+	if index == 0 || index < s.first.Load() || index > s.last.Load() {
+		return errLogNotFound
+	}
+	metrics.IncrCounter(metricGetLogCacheMiss, 1)
+	defer metrics.MeasureSince(metricGetLog, time.Now())
+	err := s.readLog(index, log)
+	if err == errLogNotFound {
+		return errMissing
+	}
+	return err
+}
+
+// readLog reads entry index from the file through the shared reader.
+func (s *Store) readLog(index uint64, log *raft.Log) (err error) {
+	defer s.recoverPanic("get log", &err, false)
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	key := codec.Key(index)
+	err = s.reader.get(key[:], func(rec []byte) error {
+		if rec == nil {
+			return errLogNotFound
+		}
+		return s.decode(index, rec, log)
+	})
+	return s.wrap("get log", err)
+}
+
+// decode decodes the record of entry index into log and checks that it
+// holds that index.
+func (s *Store) decode(index uint64, rec []byte, log *raft.Log) error {
+	if err := codec.DecodeEntry(rec, log); err != nil {
+		return s.corruptEntry(index, err)
+	}
+	if log.Index != index {
+		return s.corruptEntry(index, fmt.Errorf("record holds index %d", log.Index))
+	}
+	return nil
+}
+
+func (s *Store) corruptEntry(index uint64, err error) error {
+	s.logger.Error("corrupt log entry", "index", index, "error", err)
+	return corruptf("entry %d: %v", index, err) // the caller adds the operation and path
+}
+
+// StoreLog stores one entry; see StoreLogs.
+func (s *Store) StoreLog(log *raft.Log) error {
+	return s.StoreLogs([]*raft.Log{log})
+}
+
+// StoreLogs appends a batch of entries in one transaction: all of them or,
+// on any error, none. The indexes must be consecutive and, unless the log
+// is empty, start right after LastIndex; otherwise the error wraps
+// ErrNotContiguous. A nil entry or index 0 is ErrInvalid. An empty batch
+// is a no-op. A commit index staged with StageCommitIndex is persisted in
+// the same transaction.
+func (s *Store) StoreLogs(logs []*raft.Log) error {
+	const op = "store logs"
+	start := time.Now()
+	if err := s.lockWrite(); err != nil {
+		return err
+	}
+	defer s.unlockWrite()
+	if len(logs) == 0 {
+		return nil
+	}
+	// Preconditions, all checked before the transaction starts.
+	mem, recs, size, err := s.encodeBatch(logs)
+	if err != nil {
+		return opError(op, s.path, err)
+	}
+	first := logs[0].Index
+	if last := s.last.Load(); last != 0 && first != last+1 {
+		return opError(op, s.path, fmt.Errorf("%w: the batch starts at index %d, but the last index is %d (expected %d)",
+			ErrNotContiguous, first, last, last+1))
+	}
+	commit, staged := s.commit.Load(), s.staged.Load()
+	boot := bootstrapConfiguration(logs[0])
+
+	err = s.update(op, func(tx *bbolt.Tx) error {
+		// Only the buckets this batch writes are opened.
+		log, err := openBucket(tx, bucketLog)
+		if err != nil {
+			return err
+		}
+		var configIndex *bbolt.Bucket
+		for i, l := range logs {
+			key := codec.Key(l.Index)
+			if err := log.Put(key[:], recs[i]); err != nil {
+				return fmt.Errorf("entry %d: %w", l.Index, err)
+			}
+			if isConfigEntry(l.Type) {
+				if configIndex == nil {
+					if configIndex, err = openBucket(tx, bucketConfigIndex); err != nil {
+						return err
+					}
+				}
+				if err := configIndex.Put(key[:], nil); err != nil {
+					return fmt.Errorf("configuration entry %d: %w", l.Index, err)
+				}
+			}
+		}
+		if boot != nil {
+			config, err := openBucket(tx, bucketConfig)
+			if err != nil {
+				return err
+			}
+			if config.Get(keyLatest) == nil {
+				if err := config.Put(keyLatest, boot); err != nil {
+					return err
+				}
+			}
+		}
+		if staged != commit {
+			meta, err := openBucket(tx, bucketMeta)
+			if err != nil {
+				return err
+			}
+			return putUint64(meta, keyCommit, staged)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if s.first.Load() == 0 {
+		s.first.Store(first)
+	}
+	s.last.Store(logs[len(logs)-1].Index)
+	s.commit.Store(staged)
+	s.cache.Append(first, mem, recs)
+	s.compaction.logsStored(first)
+	metrics.MeasureSince(metricStoreLogs, start)
+	metrics.AddSample(metricStoreLogsEntries, float32(len(logs)))
+	metrics.AddSample(metricStoreLogsBytes, float32(size))
+	return nil
+}
+
+// encodeBatch checks a batch and encodes its entries into one buffer from
+// the cache, which keeps it with the records after the commit (and hands it
+// out again once they have left the cache). The caller holds writeMu.
+func (s *Store) encodeBatch(logs []*raft.Log) (mem []byte, recs [][]byte, size int, err error) {
+	for i, l := range logs {
+		if l == nil {
+			return nil, nil, 0, invalidf("entry %d of the batch is nil", i)
+		}
+		if l.Index == 0 {
+			return nil, nil, 0, invalidf("entry %d of the batch has index 0", i)
+		}
+		if i > 0 && l.Index != logs[i-1].Index+1 {
+			return nil, nil, 0, fmt.Errorf("%w: index %d follows index %d in the batch", ErrNotContiguous, l.Index, logs[i-1].Index)
+		}
+		n := codec.EntrySize(l)
+		if n > bbolt.MaxValueSize {
+			return nil, nil, 0, invalidf("entry %d encodes to %d bytes, over bbolt's value limit of %d", l.Index, n, bbolt.MaxValueSize)
+		}
+		size += n
+	}
+	mem = s.cache.Buffer(size)
+	recs = make([][]byte, len(logs))
+	for i, l := range logs {
+		start := len(mem)
+		mem = codec.AppendEntry(mem, l)
+		recs[i] = mem[start:len(mem):len(mem)]
+	}
+	return mem, recs, size, nil
+}
+
+// bootstrapConfiguration returns the configuration record of l when l is
+// the entry raft.BootstrapCluster writes (index 1, term 1, a configuration),
+// or nil. StoreLogs records it as the latest configuration when none is
+// recorded yet: it is every node's first configuration and nothing can
+// replace it at index 1, and recording it with the entry means a node knows
+// its cluster from the moment it is bootstrapped, not only once the FSM
+// has applied the entry.
+func bootstrapConfiguration(l *raft.Log) []byte {
+	if l.Index != 1 || l.Term != 1 || l.Type != raft.LogConfiguration {
+		return nil
+	}
+	c, err := decodeConfiguration(l.Data)
+	if err != nil || checkConfiguration(c) != nil {
+		return nil
+	}
+	return codec.AppendConfiguration(nil, 1, c)
+}
+
+// isConfigEntry reports whether raft loads a configuration from entries of
+// type t when it starts (raft.Raft.processConfigurationLogEntry).
+func isConfigEntry(t raft.LogType) bool {
+	return t == raft.LogConfiguration || t == raft.LogAddPeerDeprecated || t == raft.LogRemovePeerDeprecated
+}
+
+// DeleteRange deletes the entries from through to, inclusive, clipped to
+// the entries that exist. from > to is a no-op. A range that would leave a
+// hole (entries kept on both sides of it) is rejected with an error
+// wrapping ErrNotContiguous, and nothing is deleted. Deleting everything
+// leaves an empty log, whose next StoreLogs may start at any index.
+func (s *Store) DeleteRange(from, to uint64) error {
+	const op = "delete range"
+	start := time.Now()
+	if err := s.lockWrite(); err != nil {
+		return err
+	}
+	defer s.unlockWrite()
+	first, last := s.first.Load(), s.last.Load()
+	lo, hi := max(from, first), min(to, last)
+	if from > to || last == 0 || lo > hi {
+		return nil
+	}
+	if lo > first && hi < last {
+		return opError(op, s.path, fmt.Errorf("%w: deleting %d-%d would leave a hole in the log %d-%d",
+			ErrNotContiguous, from, to, first, last))
+	}
+	err := s.update(op, func(tx *bbolt.Tx) error {
+		b, err := openBuckets(tx)
+		if err != nil {
+			return err
+		}
+		for i := lo; i <= hi; i++ {
+			key := codec.Key(i)
+			if err := b.log.Delete(key[:]); err != nil {
+				return fmt.Errorf("entry %d: %w", i, err)
+			}
+		}
+		return deleteKeys(b.configIndex, lo, hi)
+	})
+	if err != nil {
+		return err
+	}
+	switch {
+	case lo == first && hi == last:
+		s.first.Store(0)
+		s.last.Store(0)
+		s.cache.Reset()
+	case lo == first:
+		s.first.Store(hi + 1)
+		s.cache.DeleteThrough(hi)
+	default:
+		s.last.Store(lo - 1)
+		s.cache.DeleteFrom(lo)
+		s.compaction.tailDeleted(lo)
+	}
+	metrics.MeasureSince(metricDeleteRange, start)
+	metrics.AddSample(metricDeleteRangeEntries, float32(hi-lo+1))
+	s.logger.Debug("deleted log range", "min", lo, "max", hi, "first_index", s.first.Load(), "last_index", s.last.Load())
+	return nil
+}
+
+// deleteKeys deletes the 8-byte keys lo..hi of a small index bucket.
+func deleteKeys(b *bbolt.Bucket, lo, hi uint64) error {
+	from := codec.Key(lo)
+	var keys [][]byte
+	c := b.Cursor()
+	for k, _ := c.Seek(from[:]); k != nil; k, _ = c.Next() {
+		if i, ok := codec.Uint64(k); !ok || i > hi {
+			break
+		}
+		keys = append(keys, k)
+	}
+	for _, k := range keys {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// StageCommitIndex stages index as the commit index. Nothing is written
+// now: the next successful StoreLogs persists it in its own transaction
+// (raft.CommitTrackingLogStore).
+func (s *Store) StageCommitIndex(index uint64) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	if s.opts.ReadOnly {
+		return ErrReadOnly
+	}
+	s.staged.Store(index)
+	return nil
+}
+
+// GetCommitIndex returns the persisted commit index, never more than
+// LastIndex, 0 when none was persisted, with two caps for raft v1.8's
+// Config.RestoreCommittedLogs, which replays the entries up to this index
+// inside NewRaft. Returning less only shortens that replay (the rest is
+// applied after the election, as without the option); it is always safe.
+//
+// The first cap keeps the replay within Options.RestoreReplayLimit entries
+// past the newest snapshot recorded through WrapSnapshotStore: raft v1.8.0
+// queues the replay on a channel nobody reads until NewRaft returns, and
+// blocks for ever once it holds 128 batches.
+//
+// The second keeps the node's cluster configuration: after the replay raft
+// looks for configuration entries only past this index, so a configuration
+// entry at or below it that no snapshot covers would be forgotten and the
+// node would start with no peers ("no known peers, aborting election").
+// When the log holds configuration entries at or below the index that no
+// snapshot recorded through WrapSnapshotStore covers (one whose
+// configuration index is at least the entry's), the result is c-1 for the
+// newest such entry c.
+func (s *Store) GetCommitIndex() (uint64, error) {
+	if err := s.rlock(); err != nil {
+		return 0, err
+	}
+	defer s.dbMu.RUnlock()
+	c := min(s.commit.Load(), s.last.Load())
+	if c == 0 {
+		return 0, nil
+	}
+	err := s.view("get commit index", func(tx *bbolt.Tx) error {
+		b, err := openBuckets(tx)
+		if err != nil {
+			return err
+		}
+		snapIndex, err := getUint64(b.meta, keySnapshotIndex)
+		if err != nil {
+			return err
+		}
+		covered, err := getUint64(b.meta, keySnapshotConfig)
+		if err != nil {
+			return err
+		}
+		if limit := s.opts.RestoreReplayLimit; limit > 0 && c > snapIndex+uint64(limit) {
+			s.logger.Debug("commit index capped to bound raft's start-up replay",
+				"commit_index", c, "snapshot_index", snapIndex, "limit", limit)
+			c = snapIndex + uint64(limit)
+		}
+		if cfg := newestAtOrBelow(b.configIndex, c); cfg > covered {
+			s.logger.Debug("commit index capped below a configuration entry no snapshot covers",
+				"commit_index", c, "configuration_index", cfg, "snapshot_configuration_index", covered)
+			c = cfg - 1
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return c, nil
+}
+
+// newestAtOrBelow returns the largest 8-byte key of b that is <= i, or 0.
+func newestAtOrBelow(b *bbolt.Bucket, i uint64) uint64 {
+	c := b.Cursor()
+	next := codec.Key(i + 1)
+	var k []byte
+	if k, _ = c.Seek(next[:]); k == nil {
+		k, _ = c.Last()
+	} else {
+		k, _ = c.Prev()
+	}
+	if n, ok := codec.Uint64(k); ok && n <= i {
+		return n
+	}
+	return 0
+}
