@@ -96,7 +96,10 @@ func checkLog(b buckets) error {
 // Backup writes a consistent copy of the store to w while the store stays
 // in use: one read transaction, so writers are not blocked (the file may
 // grow meanwhile, since pages freed during the copy are reused only after
-// it). The copy is itself a store file: Open it, or put it in place of the
+// it). One exception: a write that outgrows bbolt's memory map waits for
+// the copy to finish, since bbolt remaps only without readers. If backups
+// are slow (streamed over a network) and the log still grows, set
+// Options.InitialMmapSize above the file's size to rule that out. The copy is itself a store file: Open it, or put it in place of the
 // original while no process uses that. It returns the bytes written.
 func (s *Store) Backup(w io.Writer) (int64, error) {
 	if w == nil {
