@@ -130,7 +130,9 @@ func TestCompactCrash(t *testing.T) {
 		gotFirst, _ := s.FirstIndex()
 		last, _ := s.LastIndex()
 		require.GreaterOrEqual(t, last, acked, "after kill %d: acknowledged entries lost", k)
-		require.LessOrEqual(t, gotFirst, first, "after kill %d", k)
+		// A head truncation the child had not reported yet may have
+		// happened: it deletes exactly the first 100 entries.
+		require.Contains(t, []uint64{first, first + 100}, gotFirst, "after kill %d: entries lost at the head", k)
 		for i := gotFirst; i <= last; i++ {
 			var l raft.Log
 			require.NoError(t, s.GetLog(i, &l), "after kill %d", k)
