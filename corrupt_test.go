@@ -64,16 +64,17 @@ func buildCorruptBase(t *testing.T) (clean, crashed []byte) {
 	return clean, crashed
 }
 
-// damage applies one random kind of damage to a copy of base.
-func damage(rng *rand.Rand, base []byte, pageSize int) ([]byte, string) {
+// damage applies one random kind of damage to a copy of base, within its
+// first used bytes (past them lie only preallocated zeros).
+func damage(rng *rand.Rand, base []byte, used, pageSize int) ([]byte, string) {
 	b := append([]byte(nil), base...)
-	pages := len(b) / pageSize
+	pages := used / pageSize
 	page := func() int { return rng.IntN(pages) }
 	switch k := rng.IntN(8); k {
 	case 0, 1:
 		n := 1 + rng.IntN(16)
 		for i := 0; i < n; i++ {
-			b[rng.IntN(len(b))] ^= 1 << rng.IntN(8)
+			b[rng.IntN(used)] ^= 1 << rng.IntN(8)
 		}
 		return b, fmt.Sprintf("%d bits flipped across the file", n)
 	case 2:
@@ -93,7 +94,7 @@ func damage(rng *rand.Rand, base []byte, pageSize int) ([]byte, string) {
 		}
 		return b, fmt.Sprintf("page %d filled with noise", p)
 	case 5:
-		n := rng.IntN(len(b))
+		n := rng.IntN(used)
 		return b[:n], fmt.Sprintf("truncated to %d bytes", n)
 	case 6:
 		p, q := page(), page()
@@ -205,7 +206,7 @@ func TestCorruptionTrials(t *testing.T) {
 		if trial%3 == 2 {
 			base, baseName = crashed, "crashed"
 		}
-		damaged, what := damage(rng, base, os.Getpagesize())
+		damaged, what := damage(rng, base, usedBytes(t, base), os.Getpagesize())
 		path := filepath.Join(dir, fmt.Sprintf("trial-%d.db", trial))
 		require.NoError(t, os.WriteFile(path, damaged, 0o600))
 		mode := "plain"

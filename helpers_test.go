@@ -1,6 +1,7 @@
 package raftbolt
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+	"github.com/raftbolt/raftbolt/internal/boltcheck"
 	"github.com/stretchr/testify/require"
 )
 
@@ -86,6 +88,15 @@ func requireLog(t testing.TB, s *Store, first, last uint64) {
 	var l raft.Log
 	require.Equal(t, raft.ErrLogNotFound, s.GetLog(first-1, &l))
 	require.Equal(t, raft.ErrLogNotFound, s.GetLog(last+1, &l))
+}
+
+// usedBytes returns how much of a store file's bytes hold bbolt's data:
+// its high water mark. Past it lie zeros (preallocated) or nothing.
+func usedBytes(t testing.TB, data []byte) int {
+	t.Helper()
+	rep, err := boltcheck.Inspect(bytes.NewReader(data), int64(len(data)))
+	require.NoError(t, err)
+	return int(rep.Meta.HighMark) * rep.Meta.PageSize
 }
 
 // fileHash returns the sha256 of a file, to show that it did not change.

@@ -722,7 +722,8 @@ func TestCorruptFileNeverPanics(t *testing.T) {
 
 	// Zero each page in turn (meta pages excepted): every read either
 	// returns the right entry or an error, never a panic.
-	for page := 2; page*pageSize < len(data); page++ {
+	used := usedBytes(t, data)
+	for page := 2; page*pageSize < used; page++ {
 		damaged := bytes.Clone(data)
 		clear(damaged[page*pageSize : (page+1)*pageSize])
 		p := filepath.Join(t.TempDir(), "damaged.db")
@@ -747,7 +748,7 @@ func TestCorruptFileNeverPanics(t *testing.T) {
 
 	// A file cut short would fault when mapped: it is refused first.
 	p := filepath.Join(t.TempDir(), "short.db")
-	require.NoError(t, os.WriteFile(p, data[:len(data)/2], 0o600))
+	require.NoError(t, os.WriteFile(p, data[:used/2], 0o600))
 	_, err = Open(p, testOptions())
 	require.ErrorIs(t, err, ErrCorrupt)
 	require.ErrorContains(t, err, "truncated")
