@@ -42,9 +42,10 @@ func nodeConfig(id raft.ServerID) *raft.Config {
 	return c
 }
 
-// startNode starts (or restarts, from its directory) a node. addr may be
-// empty for a new port.
-func startNode(t *testing.T, id raft.ServerID, dir string, addr raft.ServerAddress, tweak func(*raft.Config)) *clusterNode {
+// nodeStorage opens what a test node keeps: a TCP transport on addr (a new
+// port when empty), its raftbolt store in dir and file snapshots in dir,
+// wrapped by WrapSnapshotStore.
+func nodeStorage(t *testing.T, dir string, addr raft.ServerAddress) (*raft.NetworkTransport, *Store, raft.SnapshotStore) {
 	t.Helper()
 	bind := string(addr)
 	if bind == "" {
@@ -56,12 +57,20 @@ func startNode(t *testing.T, id raft.ServerID, dir string, addr raft.ServerAddre
 	require.NoError(t, err)
 	files, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, hclog.NewNullLogger())
 	require.NoError(t, err)
+	return trans, store, WrapSnapshotStore(store, files)
+}
+
+// startNode starts (or restarts, from its directory) a node. addr may be
+// empty for a new port.
+func startNode(t *testing.T, id raft.ServerID, dir string, addr raft.ServerAddress, tweak func(*raft.Config)) *clusterNode {
+	t.Helper()
+	trans, store, snaps := nodeStorage(t, dir, addr)
 	conf := nodeConfig(id)
 	if tweak != nil {
 		tweak(conf)
 	}
 	fsm := &listFSM{}
-	r, err := raft.NewRaft(conf, NewFSM(store, fsm), store, store, WrapSnapshotStore(store, files), trans)
+	r, err := raft.NewRaft(conf, NewFSM(store, fsm), store, store, snaps, trans)
 	require.NoError(t, err)
 	n := &clusterNode{id: id, dir: dir, addr: trans.LocalAddr(), store: store, fsm: fsm, raft: r, trans: trans}
 	t.Cleanup(n.stop)

@@ -100,3 +100,14 @@ func preflight(f *os.File, o *Options, logger hclog.Logger) error {
 	}
 	return nil
 }
+
+// syncFreelist commits one empty transaction with bbolt's freelist written.
+// raftbolt files run with NoFreelistSync (see openBolt); Close calls this to
+// leave the file in the state where the next Open reads the freelist from
+// its page instead of walking every page. The first commit after that Open
+// frees the page again.
+func syncFreelist(db *bbolt.DB) error {
+	db.NoFreelistSync = false
+	defer func() { db.NoFreelistSync = true }()
+	return db.Update(func(*bbolt.Tx) error { return nil })
+}

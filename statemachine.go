@@ -505,10 +505,7 @@ func (m *StateMachine) Close() error {
 func (m *StateMachine) persistFreelist() (err error) {
 	defer m.recoverPanic("close state machine", &err, true)
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	db := m.h.db
-	db.NoFreelistSync = false
-	defer func() { db.NoFreelistSync = true }()
-	if err := db.Update(func(*bbolt.Tx) error { return nil }); err != nil {
+	if err := syncFreelist(m.h.db); err != nil {
 		return opError("close state machine", m.path, err)
 	}
 	return nil

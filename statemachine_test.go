@@ -927,17 +927,7 @@ type smNode struct {
 
 func startSMNode(t *testing.T, id raft.ServerID, dir string, addr raft.ServerAddress) *smNode {
 	t.Helper()
-	bind := string(addr)
-	if bind == "" {
-		bind = "127.0.0.1:0"
-	}
-	trans, err := raft.NewTCPTransportWithLogger(bind, nil, 3, 2*time.Second, hclog.NewNullLogger())
-	require.NoError(t, err)
-	store, err := Open(filepath.Join(dir, "raft.db"), testOptions())
-	require.NoError(t, err)
-	files, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, hclog.NewNullLogger())
-	require.NoError(t, err)
-	snaps := WrapSnapshotStore(store, files)
+	trans, store, snaps := nodeStorage(t, dir, addr)
 	calls := &atomic.Int64{}
 	sm, err := OpenStateMachine(filepath.Join(dir, "state.db"), kvApply(calls), testOptions())
 	require.NoError(t, err)

@@ -254,16 +254,12 @@ func (s *Store) Close() error {
 	return err
 }
 
-// persistFreelist commits one empty transaction with the freelist synced.
-// The store runs with NoFreelistSync (see openBolt); this leaves the file
-// in the state where Open reads the freelist from one page. The first
-// commit after the next Open frees that page again.
+// persistFreelist writes bbolt's freelist once (syncFreelist), recovering
+// a panic as every transaction does.
 func (s *Store) persistFreelist() (err error) {
 	defer s.recoverPanic("close", &err, true)
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	s.db.NoFreelistSync = false
-	defer func() { s.db.NoFreelistSync = true }()
-	if err := s.db.Update(func(*bbolt.Tx) error { return nil }); err != nil {
+	if err := syncFreelist(s.db); err != nil {
 		return opError("close", s.path, err)
 	}
 	return nil
