@@ -74,8 +74,10 @@ func ExampleOpenStateMachine() {
 	if err := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{ID: conf.LocalID, Address: addr}}}).Error(); err != nil {
 		log.Fatal(err)
 	}
-	for r.State() != raft.Leader {
-		time.Sleep(10 * time.Millisecond)
+	select { // a single server elects itself
+	case <-r.LeaderCh():
+	case <-time.After(10 * time.Second):
+		log.Fatal("no leader after 10s")
 	}
 
 	for _, cmd := range []string{"color=blue", "size="} {

@@ -45,8 +45,10 @@ func Example() {
 	if err := r.BootstrapCluster(cfg).Error(); err != nil {
 		log.Fatal(err)
 	}
-	for r.State() != raft.Leader {
-		time.Sleep(10 * time.Millisecond)
+	select { // a single server elects itself
+	case <-r.LeaderCh():
+	case <-time.After(10 * time.Second):
+		log.Fatal("no leader after 10s")
 	}
 	if err := r.Apply([]byte("+1"), time.Second).Error(); err != nil {
 		log.Fatal(err)

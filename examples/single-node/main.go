@@ -110,8 +110,8 @@ func run(dir string, n int, verbose bool) error {
 		fmt.Printf("bootstrapped %s\n", servers(cfg))
 	}
 
-	select {
-	case <-waitLeader(r):
+	select { // a single server elects itself
+	case <-r.LeaderCh():
 	case <-time.After(10 * time.Second):
 		return errors.New("no leader after 10s")
 	}
@@ -139,17 +139,6 @@ func run(dir string, n int, verbose bool) error {
 		return err
 	}
 	return store.Close()
-}
-
-func waitLeader(r *raft.Raft) <-chan struct{} {
-	ch := make(chan struct{})
-	go func() {
-		for r.State() != raft.Leader {
-			time.Sleep(10 * time.Millisecond)
-		}
-		close(ch)
-	}()
-	return ch
 }
 
 func servers(c raft.Configuration) string {
