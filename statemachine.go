@@ -129,9 +129,9 @@ var (
 	// from the log store's "raftbolt", so neither kind of file is taken
 	// for the other.
 	bucketState = []byte("_raftbolt")
-	// keyApplied holds the index and term of the last applied entry:
-	// 16 bytes, both big-endian. Every transaction that applies entries
-	// writes it.
+	// keyApplied holds the index and term of the last applied entry: a
+	// value record of 16 bytes, both big-endian. Every transaction that
+	// applies entries writes it.
 	keyApplied = []byte("applied")
 	// keyConfig holds the latest committed configuration record
 	// (internal/codec), absent until one is committed.
@@ -314,15 +314,21 @@ func inspectStateLayout(tx *bbolt.Tx) (layout, error) {
 	return layoutStore, nil
 }
 
-// encodeApplied returns the applied record: index and term, 8 bytes each,
-// big-endian.
+// encodeApplied returns the applied record: a value record
+// (internal/codec, its checksum covering the key) of the index and term,
+// 8 bytes each, big-endian.
 func encodeApplied(index, term uint64) []byte {
-	b := make([]byte, 0, 16)
-	b = append(b, codec.PutUint64(index)...)
-	return append(b, codec.PutUint64(term)...)
+	v := make([]byte, 0, 16)
+	v = append(v, codec.PutUint64(index)...)
+	v = append(v, codec.PutUint64(term)...)
+	return codec.AppendValue(nil, keyApplied, v)
 }
 
-func decodeApplied(v []byte) (index, term uint64, err error) {
+func decodeApplied(rec []byte) (index, term uint64, err error) {
+	v, err := codec.DecodeValue(keyApplied, rec)
+	if err != nil {
+		return 0, 0, corruptf("the applied record: %v", err)
+	}
 	if len(v) != 16 {
 		return 0, 0, corruptf("the applied record holds %d bytes, not 16", len(v))
 	}
