@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"strings"
@@ -78,6 +79,13 @@ func startChild(t testing.TB, ctx context.Context, mode string, args ...string) 
 		close(c.done)
 	}()
 	return c
+}
+
+// killWithin kills the child after a random delay of up to d, so that the
+// kill lands at a random point of whatever it is doing.
+func (c *child) killWithin(rng *rand.Rand, d time.Duration) {
+	time.Sleep(time.Duration(rng.Int64N(int64(d))))
+	_ = c.cmd.Process.Kill()
 }
 
 // next returns the child's next line, or fails the test after timeout.

@@ -130,8 +130,7 @@ func TestStateMachineCrashLoop(t *testing.T) {
 			case "ack":
 				acked = max(acked, n)
 				if target--; target == 0 && !killed {
-					time.Sleep(time.Duration(rng.IntN(2000)) * time.Microsecond)
-					_ = c.cmd.Process.Kill()
+					c.killWithin(rng, 2*time.Millisecond)
 					killed = true
 				}
 			}

@@ -259,9 +259,7 @@ func TestCrashLoop(t *testing.T) {
 				pending = ""
 				acks++
 				if target--; target == 0 && !killed {
-					// Land the kill at a random point of the next operation.
-					time.Sleep(time.Duration(rng.IntN(3000)) * time.Microsecond)
-					_ = c.cmd.Process.Kill()
+					c.killWithin(rng, 3*time.Millisecond)
 					killed = true
 				}
 			}
