@@ -97,15 +97,11 @@ func (c *Cache) Buffer(size int) []byte {
 // just committed after everything the cache holds. The records lie in mem,
 // the batch's buffer (from Buffer); the cache keeps it and the caller must
 // not touch either afterwards. If first does not follow the cached run, the
-// cache restarts at first.
+// cache restarts at first; if only the batch's newest records fit the
+// bounds, it restarts with them.
 func (c *Cache) Append(first uint64, mem []byte, recs [][]byte) {
 	if c.maxEntries == 0 || len(recs) == 0 {
 		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.n > 0 && first != c.first+uint64(c.n) {
-		c.reset()
 	}
 	// Records that would be evicted at once, by either bound, are never
 	// inserted. When some are dropped, the others get buffers of their
@@ -118,6 +114,16 @@ func (c *Cache) Append(first uint64, mem []byte, recs [][]byte) {
 		}
 		size += len(r)
 		keep++
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	// The cache restarts when the batch does not follow the cached run, and
+	// when the batch's oldest records do not fit: then no older record fits
+	// either (the run must stay contiguous), and the kept records must not
+	// be placed after the cached run, which would label them with the
+	// indexes of the dropped ones.
+	if c.n > 0 && (first != c.first+uint64(c.n) || keep < len(recs)) {
+		c.reset()
 	}
 	var buf *buffer
 	if keep == len(recs) {
