@@ -20,8 +20,9 @@ import (
 // ApplyBatch and never calls StoreConfiguration; ApplyBatch records them
 // itself. The inner FSM receives exactly what raft would have given it: a
 // batching inner FSM gets the batches (commands and configurations), a
-// plain one gets Apply for each command, and StoreConfiguration for each
-// configuration if it implements raft.ConfigurationStore.
+// plain one gets, in log order, Apply for each command and
+// StoreConfiguration for each configuration if it implements
+// raft.ConfigurationStore.
 //
 // A configuration that cannot be recorded (the store is closed, read-only,
 // or the disk fails) is logged at error level with its index and servers,
@@ -92,14 +93,23 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 
 // ApplyBatch applies a batch of committed entries, recording the
 // configuration entries among them, and returns one response per entry.
+//
+// A plain inner FSM gets the entries one by one in log order, as raft's own
+// loop would give them: Apply for a command, StoreConfiguration for a
+// configuration (if it has it), each configuration being recorded in the
+// store just before it is handed on. So the store never holds a
+// configuration ahead of a command that precedes it in the log. A batching
+// inner FSM gets the whole batch in one call, as from raft; its
+// configurations are recorded just before it, so that a crash inside the
+// inner FSM cannot lose one.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	f.retry()
-	for _, l := range logs {
-		if l != nil && l.Type == raft.LogConfiguration {
-			f.applyConfiguration(l)
-		}
-	}
 	if f.batching != nil {
+		for _, l := range logs {
+			if l != nil && l.Type == raft.LogConfiguration {
+				f.applyConfiguration(l)
+			}
+		}
 		return f.batching.ApplyBatch(logs)
 	}
 	resp := make([]interface{}, len(logs))
@@ -107,6 +117,8 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 		switch {
 		case l == nil:
 			resp[i] = fmt.Errorf("%w: nil *raft.Log in the batch", ErrInvalid)
+		case l.Type == raft.LogConfiguration:
+			f.applyConfiguration(l)
 		case l.Type == raft.LogCommand && f.inner == nil:
 			resp[i] = errNoInner
 		case l.Type == raft.LogCommand:
