@@ -422,7 +422,8 @@ func TestFSMAdapterDeliversWhatRaftWould(t *testing.T) {
 type rawCommitStore struct{ *Store }
 
 func (r rawCommitStore) GetCommitIndex() (uint64, error) {
-	return min(r.commit.Load(), r.last.Load()), nil
+	st := r.loadState()
+	return min(st.commit, st.last), nil
 }
 
 func restoreConfig(c *raft.Config) {

@@ -4,11 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	metrics "github.com/hashicorp/go-metrics"
+	"github.com/raftbolt/raftbolt/internal/boltfile"
 	"github.com/raftbolt/raftbolt/internal/codec"
 	"go.etcd.io/bbolt"
 )
@@ -59,10 +59,13 @@ type CompactStats struct {
 //
 // The store stays open and in use. The log is copied while writers go on;
 // then writers are blocked while the changes made meanwhile are copied and
-// the new file is synced and renamed over the old one. A crash at any point
-// leaves either the old file, complete, or the new one, complete: the new
-// file is synced before the rename, and a leftover partial copy (path +
-// ".compact") is removed by the next Open.
+// the new file is synced and renamed over the old one (keeping its
+// permission bits), and the directory synced. A crash at any point leaves
+// either the old file, complete, or the new one, complete; a leftover
+// partial copy (path + ".compact") is removed by the next Open. Another
+// Open waiting for the store's lock meanwhile opens the new file, never
+// the replaced one. A Backup or Check in progress goes on reading the
+// replaced file, which is released when it ends.
 func (s *Store) Compact() error {
 	const op = "compact"
 	if s.opts.ReadOnly {
@@ -73,9 +76,6 @@ func (s *Store) Compact() error {
 	}
 	s.compactMu.Lock()
 	defer s.compactMu.Unlock()
-	if p := s.broken.Load(); p != nil {
-		return *p
-	}
 	start := time.Now()
 	sizeBefore := fileSize(s.path)
 	tmp := s.path + compactSuffix
@@ -86,49 +86,49 @@ func (s *Store) Compact() error {
 		s.writeMu.Unlock()
 		return ErrClosed
 	}
+	if err := s.file.Broken(); err != nil {
+		s.writeMu.Unlock()
+		return wrapOp(op, s.path, err)
+	}
 	s.compaction = &compaction{dirtyFrom: ^uint64(0)}
 	s.writeMu.Unlock()
 
 	o := s.opts
 	o.NoSync = true // synced once, before the rename
 	o.VerifyOnOpen = false
-	ndb, err := openBolt(tmp, &o, s.logger)
+	nf, err := boltfile.Create(tmp, fileOptions(&o, s.logger, createLayout))
 	if err != nil {
 		s.endCompaction()
 		return opError(op, s.path, fmt.Errorf("create %s: %w", tmp, err))
 	}
 	discard := func(err error) error {
-		s.endCompaction()
-		_ = ndb.Close()
+		nf.Retire()
+		_ = nf.Close()
 		_ = os.Remove(tmp)
 		return opError(op, s.path, err)
 	}
-	if err := ndb.Update(createLayout); err != nil {
-		return discard(err)
-	}
-	if err := s.copyLog(ndb); err != nil {
+	if err := s.copyLog(nf); err != nil {
+		s.endCompaction()
 		return discard(err)
 	}
 
 	// Writers wait from here on, until the new file is in place.
 	s.writeMu.Lock()
 	pauseStart := time.Now()
-	old, victim, err := s.swapFile(ndb, tmp)
+	old, err := s.swapFile(nf)
 	s.compaction = nil
 	pause := time.Since(pauseStart)
 	s.writeMu.Unlock()
 	if err != nil {
-		_ = ndb.Close()
-		_ = os.Remove(tmp)
-		return opError(op, s.path, err)
+		return discard(err)
 	}
-	// Closed once writers run again: closing the last descriptor of the
-	// renamed-over file makes the file system free all of its blocks,
-	// which takes tens of milliseconds for a file of a few hundred MB.
+	// Released once writers run again (or, with a Backup still reading
+	// it, when that ends): the last close of the replaced file frees all
+	// of its blocks, which takes tens of milliseconds for a few hundred
+	// MB, so it is done a slice at a time.
 	if err := old.Close(); err != nil {
 		s.logger.Warn("closing the replaced file failed", "error", err)
 	}
-	releaseGradually(victim)
 
 	st := CompactStats{At: time.Now(), Duration: time.Since(start), Pause: pause, SizeBefore: sizeBefore, SizeAfter: fileSize(s.path)}
 	s.lastCompact.Store(&st)
@@ -139,66 +139,33 @@ func (s *Store) Compact() error {
 	return nil
 }
 
-// swapFile brings ndb up to date with the store, syncs it and renames it
-// over the store's file, and returns the replaced *bbolt.DB, still open.
-// The caller holds writeMu.
-func (s *Store) swapFile(ndb *bbolt.DB, tmp string) (*bbolt.DB, *os.File, error) {
+// swapFile brings nf up to date with the store, syncs it, puts it in
+// place of the store's file and returns the replaced file, retired and
+// still open. The caller holds writeMu.
+func (s *Store) swapFile(nf *boltfile.File) (*boltfile.File, error) {
 	if err := s.rlock(); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	err := s.finishCopy(ndb)
-	if err == nil {
-		ndb.NoSync = s.opts.NoSync
-		if !s.opts.NoSync {
-			err = ndb.Sync()
-		}
-	}
+	err := s.finishCopy(nf)
 	s.dbMu.RUnlock()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	// A second descriptor of the old file, so that its blocks are freed by
-	// releaseGradually rather than all at once by the last close.
-	victim, _ := os.OpenFile(s.path, os.O_WRONLY, 0)
+	nf.SetNoSync(s.opts.NoSync)
 
-	// Readers wait too, only for the swap.
+	// Readers wait too, only for the rename.
 	s.dbMu.Lock()
 	defer s.dbMu.Unlock()
-	if err := os.Rename(tmp, s.path); err != nil {
-		if victim != nil {
-			_ = victim.Close()
-		}
-		return nil, nil, err
+	if err := nf.MoveTo(s.path); err != nil {
+		return nil, err
 	}
-	syncDir(filepath.Dir(s.path), s.logger)
-	old := s.db
+	old := s.file
+	old.Retire()
 	s.reader.close()
-	s.db = ndb
-	s.pageSize = ndb.Info().PageSize // ndb is not in use yet
-	s.reader.reset(ndb)
-	return old, victim, nil
-}
-
-// releaseGradually frees the blocks of a replaced (unlinked) file a slice at
-// a time. Freeing a few hundred MB in one go (the last close of the file)
-// holds the file system's journal for tens of milliseconds, delaying every
-// writer's fsync meanwhile.
-func releaseGradually(f *os.File) {
-	if f == nil {
-		return
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return
-	}
-	const step = 16 << 20
-	for size := fi.Size(); size > 0; {
-		size = max(size-step, 0)
-		if f.Truncate(size) != nil {
-			return
-		}
-	}
+	s.file = nf
+	s.pageSize = nf.PageSize() // nf is not in use yet
+	s.reader.reset(nf)
+	return old, nil
 }
 
 func (s *Store) endCompaction() {
@@ -209,7 +176,7 @@ func (s *Store) endCompaction() {
 
 // copyLog copies the log into ndb in chunks, each in a read transaction of
 // its own, while writers go on.
-func (s *Store) copyLog(ndb *bbolt.DB) error {
+func (s *Store) copyLog(nf *boltfile.File) error {
 	var next []byte // first key of the next chunk; nil: the log's first
 	for {
 		if err := s.rlock(); err != nil {
@@ -221,7 +188,7 @@ func (s *Store) copyLog(ndb *bbolt.DB) error {
 			if err != nil {
 				return err
 			}
-			return ndb.Update(func(ntx *bbolt.Tx) error {
+			return nf.Update(func(ntx *bbolt.Tx) error {
 				nb, err := openBuckets(ntx)
 				if err != nil {
 					return err
@@ -250,42 +217,42 @@ func (s *Store) copyLog(ndb *bbolt.DB) error {
 	}
 }
 
-// finishCopy brings ndb up to date with the store, holding writeMu: it
+// finishCopy brings nf up to date with the store, holding writeMu: it
 // drops copied entries that were truncated or overwritten since, copies the
-// entries written since, and replaces the small buckets wholesale.
-func (s *Store) finishCopy(ndb *bbolt.DB) error {
-	first, last := s.first.Load(), s.last.Load()
+// entries written since, and replaces the small buckets wholesale. It
+// seeks to what changed rather than walking the copy, so writers wait for
+// the changes made during the copy, not for the size of the log.
+func (s *Store) finishCopy(nf *boltfile.File) error {
+	st := s.loadState()
+	first, last := st.first, st.last
 	dirty := s.compaction.dirtyFrom
 	return s.view("compact", func(tx *bbolt.Tx) error {
 		ob, err := openBuckets(tx)
 		if err != nil {
 			return err
 		}
-		return ndb.Update(func(ntx *bbolt.Tx) error {
+		return nf.Update(func(ntx *bbolt.Tx) error {
 			nb, err := openBuckets(ntx)
 			if err != nil {
 				return err
 			}
-			// Keep the copied entries in [first, min(last, dirty-1)].
-			keepTo := min(last, dirty-1)
-			var stale [][]byte
-			c := nb.log.Cursor()
-			for k, _ := c.First(); k != nil; k, _ = c.Next() {
-				if i, ok := codec.Uint64(k); !ok || i < first || i > keepTo || last == 0 {
-					stale = append(stale, k)
-				}
-			}
-			for _, k := range stale {
-				if err := nb.log.Delete(k); err != nil {
+			if last == 0 {
+				if err := recreateBucket(ntx, bucketLog); err != nil {
 					return err
 				}
-			}
-			from := first
-			if k, _ := nb.log.Cursor().Last(); k != nil {
-				i, _ := codec.Uint64(k)
-				from = i + 1
-			}
-			if last != 0 {
+			} else {
+				// Keep the copied entries in [first, min(last, dirty-1)].
+				if err := deleteBelow(nb.log, first); err != nil {
+					return err
+				}
+				if err := deleteFrom(nb.log, min(last, dirty-1)+1); err != nil {
+					return err
+				}
+				from := first
+				if k, _ := nb.log.Cursor().Last(); k != nil {
+					i, _ := codec.Uint64(k)
+					from = i + 1
+				}
 				key := codec.Key(from)
 				c := ob.log.Cursor()
 				for k, v := c.Seek(key[:]); k != nil; k, v = c.Next() {
@@ -302,6 +269,32 @@ func (s *Store) finishCopy(ndb *bbolt.DB) error {
 			return nil
 		})
 	})
+}
+
+// deleteBelow deletes the keys of b below index i.
+func deleteBelow(b *bbolt.Bucket, i uint64) error {
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.First() {
+		if n, ok := codec.Uint64(k); ok && n >= i {
+			return nil
+		}
+		if err := c.Delete(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deleteFrom deletes the keys of b from index i on.
+func deleteFrom(b *bbolt.Bucket, i uint64) error {
+	key := codec.Key(i)
+	c := b.Cursor()
+	for k, _ := c.Seek(key[:]); k != nil; k, _ = c.Seek(key[:]) {
+		if err := c.Delete(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // replaceBucket replaces bucket name of ntx with a copy of src.
@@ -332,16 +325,4 @@ func fileSize(path string) int64 {
 		return 0
 	}
 	return fi.Size()
-}
-
-// syncDir fsyncs a directory so that a rename in it is durable.
-func syncDir(dir string, logger hclog.Logger) {
-	d, err := os.Open(dir)
-	if err == nil {
-		err = d.Sync()
-		_ = d.Close()
-	}
-	if err != nil {
-		logger.Warn("could not sync the directory after a rename", "dir", dir, "error", err)
-	}
 }

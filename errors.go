@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/hashicorp/raft"
+	"github.com/raftbolt/raftbolt/internal/errs"
 )
 
 // Sentinel errors. Every error the package returns wraps one of them with
@@ -31,23 +32,23 @@ var (
 	// ErrCorrupt is returned when stored bytes fail their checksum, do not
 	// decode, contradict their key, or bbolt finds its own structures
 	// damaged. The message names what was damaged and where.
-	ErrCorrupt = errors.New("store corrupt")
+	ErrCorrupt = errs.ErrCorrupt
 
 	// ErrClosed is returned by every method of a closed Store (Close excepted).
-	ErrClosed = errors.New("raftbolt: store closed")
+	ErrClosed = errs.ErrClosed
 
 	// ErrReadOnly is returned by every write to a Store opened with ReadOnly.
-	ErrReadOnly = errors.New("raftbolt: store opened read-only")
+	ErrReadOnly = errs.ErrReadOnly
 
 	// ErrLocked is returned by Open when another handle, in this process or
 	// another, still holds the file after LockTimeout.
-	ErrLocked = errors.New("store locked by another process or handle")
+	ErrLocked = errs.ErrLocked
 
 	// ErrNotStore is returned by Open for a file that is not a raftbolt log
 	// store: not a bbolt database, a bbolt database with someone else's
 	// buckets, a raftbolt state machine file, or a hashicorp/raft-boltdb
 	// store (which Migrate converts).
-	ErrNotStore = errors.New("not a raftbolt store")
+	ErrNotStore = errs.ErrNotStore
 
 	// ErrUnsupportedVersion is returned by Open for a store written by a
 	// newer format version than this build reads.
@@ -56,7 +57,7 @@ var (
 	// ErrInvalid is returned for arguments a method cannot accept: a nil
 	// entry, index 0, an empty key, a value over bbolt's size limits, an
 	// invalid configuration. Nothing is written.
-	ErrInvalid = errors.New("invalid argument")
+	ErrInvalid = errs.ErrInvalid
 )
 
 // errLogNotFound is raft's sentinel, named here for readability.
@@ -65,8 +66,17 @@ var errLogNotFound = raft.ErrLogNotFound
 // opError prefixes err with the package, the operation and the store path,
 // keeping err wrapped: "raftbolt: get log 42 (/data/raft.db): store corrupt: ...".
 func opError(op, path string, err error) error {
-	return fmt.Errorf("raftbolt: %s (%s): %w", op, path, err)
+	return &pathError{op: op, path: path, err: err}
 }
+
+// pathError is what opError returns; wrapOp adds no second prefix to one.
+type pathError struct {
+	op, path string
+	err      error
+}
+
+func (e *pathError) Error() string { return fmt.Sprintf("raftbolt: %s (%s): %v", e.op, e.path, e.err) }
+func (e *pathError) Unwrap() error { return e.err }
 
 // corruptf returns an error wrapping ErrCorrupt with a formatted detail.
 func corruptf(format string, args ...any) error {

@@ -3,7 +3,6 @@ package raftbolt
 import (
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"time"
 
 	metrics "github.com/hashicorp/go-metrics"
@@ -20,7 +19,7 @@ func (s *Store) FirstIndex() (uint64, error) {
 	if s.closed.Load() {
 		return 0, ErrClosed
 	}
-	return s.first.Load(), nil
+	return s.state.Load().first, nil
 }
 
 // LastIndex returns the last index in the log, 0 when it is empty.
@@ -28,7 +27,7 @@ func (s *Store) LastIndex() (uint64, error) {
 	if s.closed.Load() {
 		return 0, ErrClosed
 	}
-	return s.last.Load(), nil
+	return s.state.Load().last, nil
 }
 
 // IsMonotonic reports true: the store only accepts indexes that continue
@@ -46,60 +45,54 @@ func (s *Store) GetLog(index uint64, log *raft.Log) error {
 	if err := s.rlock(); err != nil {
 		return err
 	}
-	err := s.getLog(index, log)
-	s.dbMu.RUnlock()
-	if err != errMissing {
-		return err
-	}
-	// The entry was missing although the mirrors said it is there: either a
-	// truncation committed meanwhile, or the file is damaged. With writes
-	// excluded the mirrors match the file, so ask again.
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
-	if err := s.rlock(); err != nil {
-		return err
-	}
 	defer s.dbMu.RUnlock()
-	if err = s.getLog(index, log); err == errMissing {
-		return s.corruptEntry(index, fmt.Errorf("missing from the log %d-%d", s.first.Load(), s.last.Load()))
+	st := s.state.Load()
+	for {
+		err := s.getLog(st, index, log)
+		if err != errMissing {
+			return err
+		}
+		// The file lacks an entry st lists. A write that removes entries
+		// publishes its state before it commits (see Store.state), so
+		// either a write published since st was loaded (then the answer
+		// is the new state's), or the file is damaged.
+		now := s.state.Load()
+		if now == st {
+			return wrapOp("get log", s.path, s.corruptEntry(index, fmt.Errorf("missing from the log %d-%d", st.first, st.last)))
+		}
+		st = now
 	}
-	return err
 }
 
 // errMissing is getLog's answer for an entry inside first..last that the
 // file does not hold.
 var errMissing = errors.New("entry missing inside the log")
 
-// getLog serves GetLog from the cache or the file; the caller holds dbMu.
-func (s *Store) getLog(index uint64, log *raft.Log) error {
+// getLog serves GetLog from the cache or the file, for the log as st
+// describes it; the caller holds dbMu.
+func (s *Store) getLog(st *logState, index uint64, log *raft.Log) error {
+	if index == 0 || index < st.first || index > st.last {
+		return errLogNotFound
+	}
 	if ok, err := s.cache.Get(index, func(rec []byte) error { return s.decode(index, rec, log) }); ok {
 		metrics.IncrCounter(metricGetLogCacheHit, 1)
-		return s.wrap("get log", err)
-	}
-	if index == 0 || index < s.first.Load() || index > s.last.Load() {
-		return errLogNotFound
+		return wrapOp("get log", s.path, err)
 	}
 	metrics.IncrCounter(metricGetLogCacheMiss, 1)
 	defer metrics.MeasureSince(metricGetLog, time.Now())
-	err := s.readLog(index, log)
-	if err == errLogNotFound {
-		return errMissing
-	}
-	return err
-}
-
-// readLog reads entry index from the file through the shared reader.
-func (s *Store) readLog(index uint64, log *raft.Log) (err error) {
-	defer s.recoverPanic("get log", &err, false)
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	key := codec.Key(index)
-	err = s.reader.get(key[:], func(rec []byte) error {
-		if rec == nil {
-			return errLogNotFound
-		}
-		return s.decode(index, rec, log)
+	err := s.file.Guard(false, func() error {
+		return s.reader.get(key[:], func(rec []byte) error {
+			if rec == nil {
+				return errMissing
+			}
+			return s.decode(index, rec, log)
+		})
 	})
-	return s.wrap("get log", err)
+	if err == errMissing {
+		return err
+	}
+	return wrapOp("get log", s.path, err)
 }
 
 // decode decodes the record of entry index into log and checks that it
@@ -146,11 +139,12 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 		return opError(op, s.path, err)
 	}
 	first := logs[0].Index
-	if last := s.last.Load(); last != 0 && first != last+1 {
+	st := s.loadState()
+	if last := st.last; last != 0 && first != last+1 {
 		return opError(op, s.path, fmt.Errorf("%w: the batch starts at index %d, but the last index is %d (expected %d)",
 			ErrNotContiguous, first, last, last+1))
 	}
-	commit, staged := s.commit.Load(), s.staged.Load()
+	commit, staged := st.commit, s.staged.Load()
 	boot := bootstrapConfiguration(logs[0])
 
 	err = s.update(op, func(tx *bbolt.Tx) error {
@@ -199,12 +193,13 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 	if err != nil {
 		return err
 	}
-	if s.first.Load() == 0 {
-		s.first.Store(first)
-	}
-	s.last.Store(logs[len(logs)-1].Index)
-	s.commit.Store(staged)
+	// Published after the commit: see Store.state.
 	s.cache.Append(first, mem, recs)
+	if st.first == 0 {
+		st.first = first
+	}
+	st.last, st.commit = logs[len(logs)-1].Index, staged
+	s.publish(st)
 	s.compaction.logsStored(first)
 	metrics.MeasureSince(metricStoreLogs, start)
 	metrics.AddSample(metricStoreLogsEntries, float32(len(logs)))
@@ -278,7 +273,8 @@ func (s *Store) DeleteRange(from, to uint64) error {
 		return err
 	}
 	defer s.unlockWrite()
-	first, last := s.first.Load(), s.last.Load()
+	st := s.loadState()
+	first, last := st.first, st.last
 	lo, hi := max(from, first), min(to, last)
 	if from > to || last == 0 || lo > hi {
 		return nil
@@ -287,7 +283,34 @@ func (s *Store) DeleteRange(from, to uint64) error {
 		return opError(op, s.path, fmt.Errorf("%w: deleting %d-%d would leave a hole in the log %d-%d",
 			ErrNotContiguous, from, to, first, last))
 	}
+	// Published before the commit (see Store.state): from now on no
+	// reader asks for the entries being deleted, nor finds them cached.
+	next := st
+	all := lo == first && hi == last
+	switch {
+	case all:
+		next.first, next.last = 0, 0
+		s.cache.Reset()
+	case lo == first:
+		next.first = hi + 1
+		s.cache.DeleteThrough(hi)
+	default:
+		next.last = lo - 1
+		s.cache.DeleteFrom(lo)
+	}
+	s.publish(next)
 	err := s.update(op, func(tx *bbolt.Tx) error {
+		if all {
+			// raft deletes the whole log after installing a snapshot:
+			// dropping the buckets frees their pages at once, where
+			// deleting key by key rewrites every page of the tree.
+			for _, name := range [][]byte{bucketLog, bucketConfigIndex} {
+				if err := recreateBucket(tx, name); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
 		b, err := openBuckets(tx)
 		if err != nil {
 			return err
@@ -301,24 +324,29 @@ func (s *Store) DeleteRange(from, to uint64) error {
 		return deleteKeys(b.configIndex, lo, hi)
 	})
 	if err != nil {
+		s.publish(st) // nothing was deleted
 		return err
 	}
-	switch {
-	case lo == first && hi == last:
-		s.first.Store(0)
-		s.last.Store(0)
-		s.cache.Reset()
-	case lo == first:
-		s.first.Store(hi + 1)
-		s.cache.DeleteThrough(hi)
-	default:
-		s.last.Store(lo - 1)
-		s.cache.DeleteFrom(lo)
+	if lo > first {
 		s.compaction.tailDeleted(lo)
 	}
 	metrics.MeasureSince(metricDeleteRange, start)
 	metrics.AddSample(metricDeleteRangeEntries, float32(hi-lo+1))
-	s.logger.Debug("deleted log range", "min", lo, "max", hi, "first_index", s.first.Load(), "last_index", s.last.Load())
+	s.logger.Debug("deleted log range", "min", lo, "max", hi, "first_index", next.first, "last_index", next.last)
+	return nil
+}
+
+// recreateBucket replaces bucket name of tx with an empty one.
+func recreateBucket(tx *bbolt.Tx, name []byte) error {
+	if _, err := openBucket(tx, name); err != nil {
+		return err
+	}
+	if err := tx.DeleteBucket(name); err != nil {
+		return fmt.Errorf("delete bucket %q: %w", name, err)
+	}
+	if _, err := tx.CreateBucket(name); err != nil {
+		return fmt.Errorf("create bucket %q: %w", name, err)
+	}
 	return nil
 }
 
@@ -379,7 +407,8 @@ func (s *Store) GetCommitIndex() (uint64, error) {
 		return 0, err
 	}
 	defer s.dbMu.RUnlock()
-	c := min(s.commit.Load(), s.last.Load())
+	st := s.loadState()
+	c := min(st.commit, st.last)
 	if c == 0 {
 		return 0, nil
 	}

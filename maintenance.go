@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/raftbolt/raftbolt/internal/boltfile"
 	"github.com/raftbolt/raftbolt/internal/codec"
 	"go.etcd.io/bbolt"
 )
@@ -16,11 +17,12 @@ import (
 // the first bad index or record. Writers are not blocked; Check sees the
 // store as of its start.
 func (s *Store) Check() error {
-	if err := s.rlock(); err != nil {
+	f, err := s.acquire()
+	if err != nil {
 		return err
 	}
-	defer s.dbMu.RUnlock()
-	return s.view("check", func(tx *bbolt.Tx) error {
+	defer s.release(f)
+	return wrapOp("check", s.path, f.View(func(tx *bbolt.Tx) error {
 		if _, err := inspectLayout(tx); err != nil {
 			return err
 		}
@@ -50,7 +52,26 @@ func (s *Store) Check() error {
 			}
 		}
 		return nil
-	})
+	}))
+}
+
+// acquire takes a reference to the current file for a long reader, which
+// then runs without holding dbMu: Compact's swap never waits for it, and
+// the replaced file stays open until release.
+func (s *Store) acquire() (*boltfile.File, error) {
+	if err := s.rlock(); err != nil {
+		return nil, err
+	}
+	defer s.dbMu.RUnlock()
+	s.file.Acquire()
+	return s.file, nil
+}
+
+// release drops a reference acquire took.
+func (s *Store) release(f *boltfile.File) {
+	if err := f.Release(); err != nil {
+		s.logger.Warn("closing a replaced or closed file failed", "error", err)
+	}
 }
 
 func checkLog(b buckets) error {
@@ -99,25 +120,29 @@ func checkLog(b buckets) error {
 // it). One exception: a write that outgrows bbolt's memory map waits for
 // the copy to finish, since bbolt remaps only without readers. If backups
 // are slow (streamed over a network) and the log still grows, set
-// Options.InitialMmapSize above the file's size to rule that out. The copy is itself a store file: Open it, or put it in place of the
-// original while no process uses that. It returns the bytes written.
+// Options.InitialMmapSize above the file's size to rule that out. A
+// Compact meanwhile does not wait for the copy: the copy goes on from the
+// replaced file, which is released when it ends. The copy is itself a
+// store file: Open it, or put it in place of the original while no
+// process uses that. It returns the bytes written.
 func (s *Store) Backup(w io.Writer) (int64, error) {
 	if w == nil {
 		return 0, opError("backup", s.path, invalidf("nil writer"))
 	}
-	if err := s.rlock(); err != nil {
+	f, err := s.acquire()
+	if err != nil {
 		return 0, err
 	}
-	defer s.dbMu.RUnlock()
+	defer s.release(f)
 	var n int64
-	err := s.view("backup", func(tx *bbolt.Tx) (err error) {
+	err = f.View(func(tx *bbolt.Tx) (err error) {
 		n, err = tx.WriteTo(w)
 		if err != nil {
 			return fmt.Errorf("after %d bytes: %w", n, err)
 		}
 		return nil
 	})
-	return n, err
+	return n, wrapOp("backup", s.path, err)
 }
 
 // Stats describes a store at one moment.
@@ -147,18 +172,19 @@ func (s *Store) Stats() (Stats, error) {
 		return Stats{}, err
 	}
 	defer s.dbMu.RUnlock()
+	ls := s.loadState()
 	st := Stats{
 		FormatVersion:  s.format,
-		FirstIndex:     s.first.Load(),
-		LastIndex:      s.last.Load(),
-		CommitIndex:    s.commit.Load(),
+		FirstIndex:     ls.first,
+		LastIndex:      ls.last,
+		CommitIndex:    ls.commit,
 		FileSize:       fileSize(s.path),
 		PageSize:       s.pageSize,
 		LastCompaction: s.lastCompact.Load(),
 	}
 	st.CacheEntries, st.CacheBytes = s.cache.Len()
 	if !s.opts.ReadOnly {
-		bs := s.db.Stats()
+		bs := s.file.DB().Stats()
 		st.FreeBytes = int64(bs.FreePageN+bs.PendingPageN) * int64(st.PageSize)
 		return st, nil
 	}

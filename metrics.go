@@ -26,29 +26,35 @@ var (
 	metricConfigRecordFailed = []string{"raftbolt", "fsm", "configuration_record_failed"}
 )
 
+// metricLabelStore names the label of the per-file gauges, whose value is
+// Options.MetricsName: a gauge holds one value, so without it two stores in
+// one process would overwrite each other's.
+const metricLabelStore = "store"
+
 // MetricInfo describes one metric the package emits.
 type MetricInfo struct {
-	Name string // dot-joined, as most sinks print it
-	Type string // "timer" (milliseconds), "sample", "counter" or "gauge"
-	Help string
+	Name   string   // dot-joined, as most sinks print it
+	Type   string   // "timer" (milliseconds), "sample", "counter" or "gauge"
+	Labels []string // names of the go-metrics labels it carries
+	Help   string
 }
 
 // Metrics lists every metric the package emits.
 func Metrics() []MetricInfo {
 	return []MetricInfo{
-		{join(metricStoreLogs), "timer", "duration of a successful StoreLogs, fsync included"},
-		{join(metricStoreLogsEntries), "sample", "entries per StoreLogs batch"},
-		{join(metricStoreLogsBytes), "sample", "encoded bytes per StoreLogs batch"},
-		{join(metricGetLog), "timer", "duration of a GetLog served from the file (cache misses)"},
-		{join(metricGetLogCacheHit), "counter", "GetLog calls served from the entry cache"},
-		{join(metricGetLogCacheMiss), "counter", "GetLog calls that read the file"},
-		{join(metricDeleteRange), "timer", "duration of a DeleteRange that deleted entries"},
-		{join(metricDeleteRangeEntries), "sample", "entries deleted per DeleteRange"},
-		{join(metricFileSize), "gauge", "size of the store file, every MetricsInterval"},
-		{join(metricFreeBytes), "gauge", "bytes of free pages in the file (reclaimable by Compact), every MetricsInterval"},
-		{join(metricCompact), "timer", "duration of a Compact"},
-		{join(metricCompactPause), "timer", "time writers were blocked during a Compact"},
-		{join(metricConfigRecordFailed), "counter", "failures of the FSM adapter to record a committed configuration (retried)"},
+		{join(metricStoreLogs), "timer", nil, "duration of a successful StoreLogs, fsync included"},
+		{join(metricStoreLogsEntries), "sample", nil, "entries per StoreLogs batch"},
+		{join(metricStoreLogsBytes), "sample", nil, "encoded bytes per StoreLogs batch"},
+		{join(metricGetLog), "timer", nil, "duration of a GetLog served from the file (cache misses)"},
+		{join(metricGetLogCacheHit), "counter", nil, "GetLog calls served from the entry cache"},
+		{join(metricGetLogCacheMiss), "counter", nil, "GetLog calls that read the file"},
+		{join(metricDeleteRange), "timer", nil, "duration of a DeleteRange that deleted entries"},
+		{join(metricDeleteRangeEntries), "sample", nil, "entries deleted per DeleteRange"},
+		{join(metricFileSize), "gauge", []string{metricLabelStore}, "size of the store file, every MetricsInterval"},
+		{join(metricFreeBytes), "gauge", []string{metricLabelStore}, "bytes of free pages in the file (reclaimable by Compact), every MetricsInterval"},
+		{join(metricCompact), "timer", nil, "duration of a Compact"},
+		{join(metricCompactPause), "timer", nil, "time writers were blocked during a Compact"},
+		{join(metricConfigRecordFailed), "counter", nil, "failures of the FSM adapter to record a committed configuration (retried)"},
 	}
 }
 
@@ -100,9 +106,18 @@ func (s *Store) emitGauges() {
 	if s.closed.Load() {
 		return
 	}
+	labels := []metrics.Label{{Name: metricLabelStore, Value: s.metricsName()}}
 	if fi, err := os.Stat(s.path); err == nil {
-		metrics.SetGauge(metricFileSize, float32(fi.Size()))
+		metrics.SetGaugeWithLabels(metricFileSize, float32(fi.Size()), labels)
 	}
-	st := s.db.Stats()
-	metrics.SetGauge(metricFreeBytes, float32((st.FreePageN+st.PendingPageN)*s.pageSize))
+	st := s.file.DB().Stats()
+	metrics.SetGaugeWithLabels(metricFreeBytes, float32((st.FreePageN+st.PendingPageN)*s.pageSize), labels)
+}
+
+// metricsName is the value of the gauges' store label.
+func (s *Store) metricsName() string {
+	if s.opts.MetricsName != "" {
+		return s.opts.MetricsName
+	}
+	return s.path
 }

@@ -7,7 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/hashicorp/raft"
+	"github.com/raftbolt/raftbolt/internal/boltfile"
 	rcodec "github.com/raftbolt/raftbolt/internal/codec"
 	"go.etcd.io/bbolt"
 )
@@ -107,7 +107,7 @@ type migration struct {
 	opts     Options
 	logger   hclog.Logger
 
-	srcDB *bbolt.DB
+	srcFile *boltfile.File
 	// first..last is the source's whole log; from..last the newest
 	// contiguous run, which is what is copied. All 0 for an empty log.
 	first, from, last uint64
@@ -131,7 +131,7 @@ func (m *migration) run() error {
 	if err := m.openSource(); err != nil {
 		return err
 	}
-	defer func() { _ = m.srcDB.Close() }()
+	defer func() { _ = m.srcFile.Close() }()
 	if err := m.scanSource(); err != nil {
 		return err
 	}
@@ -156,8 +156,8 @@ func (m *migration) run() error {
 	if err := m.write(tmp); err != nil {
 		return err
 	}
-	if err := fsyncFile(tmp); err != nil {
-		return fmt.Errorf("sync %s: %w", tmp, err)
+	if err := boltfile.SyncFile(tmp); err != nil {
+		return err
 	}
 	if err := m.verify(tmp); err != nil {
 		return err
@@ -221,28 +221,25 @@ func (m *migration) openSource() error {
 	so := m.opts
 	so.ReadOnly = true
 	so.VerifyOnOpen = true
-	db, err := openBolt(m.src, &so, m.logger)
+	f, _, err := boltfile.Open(m.src, fileOptions(&so, m.logger, nil))
 	switch {
 	case errors.Is(err, ErrLocked):
 		return fmt.Errorf("source %s is in use; stop the process that has it open (raft still running?) and retry: %w", m.src, err)
 	case err != nil:
 		return fmt.Errorf("source: %w", err)
 	}
-	m.srcDB = db
+	m.srcFile = f
 	return nil
 }
 
 // viewSource runs fn in a read transaction of the source, turning a panic
 // or memory fault inside bbolt (a damaged page) into ErrCorrupt.
-func (m *migration) viewSource(fn func(tx *bbolt.Tx) error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			m.logger.Error("bbolt panicked reading the source; the file is damaged", "panic", fmt.Sprint(r))
-			err = corruptf("source %s: bbolt panicked: %v", m.src, r)
-		}
-	}()
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	return m.srcDB.View(fn)
+func (m *migration) viewSource(fn func(tx *bbolt.Tx) error) error {
+	err := m.srcFile.View(fn)
+	if errors.Is(err, ErrCorrupt) && strings.Contains(err.Error(), "bbolt panicked") {
+		return fmt.Errorf("source %s: %w", m.src, err)
+	}
+	return err
 }
 
 // scanSource checks that src has raft-boltdb's layout and finds the newest
@@ -344,16 +341,17 @@ func decodeMsgpack(v []byte, out any) (err error) {
 	return codec.NewDecoderBytes(v, &msgpackHandle).Decode(out)
 }
 
-// createTemp creates the empty file the store is built in, next to dst so
-// that the final link or rename stays within one file system.
+// createTemp picks the name the store is built under, next to dst so that
+// the final link stays within one file system. Open creates the file
+// there (durably, as every store).
 func (m *migration) createTemp() (string, error) {
 	f, err := os.CreateTemp(filepath.Dir(m.dst), filepath.Base(m.dst)+migrateTempInfix+"*")
 	if err != nil {
 		return "", fmt.Errorf("create the temporary file next to %s: %w", m.dst, err)
 	}
 	tmp := f.Name()
-	if err := f.Close(); err != nil {
-		_ = os.Remove(tmp)
+	_ = f.Close()
+	if err := os.Remove(tmp); err != nil {
 		return "", fmt.Errorf("create %s: %w", tmp, err)
 	}
 	return tmp, nil
@@ -652,40 +650,13 @@ func sameTime(a, b time.Time) bool {
 	return an == bn && ao == bo
 }
 
-// place gives the verified copy the name dst and makes that durable. A
-// hard link does it without ever replacing a file: if dst appeared since
-// Migrate began, the link fails and nothing is lost. Where the file system
-// has no hard links, a rename after a last check does it.
+// place gives the verified copy the name dst and makes that durable
+// (boltfile.Link): a hard link does it without ever replacing a file, so if
+// dst appeared since Migrate began, nothing is lost.
 func (m *migration) place(tmp string) error {
-	err := os.Link(tmp, m.dst)
-	switch {
-	case err == nil:
-		if err := os.Remove(tmp); err != nil {
-			m.logger.Warn("could not remove the temporary name of the copy", "file", tmp, "error", err)
-		}
-	case errors.Is(err, fs.ErrExist):
+	err := boltfile.Link(tmp, m.dst)
+	if errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("destination %s appeared during the migration: %w (left as it is)", m.dst, fs.ErrExist)
-	default:
-		if _, serr := os.Lstat(m.dst); serr == nil {
-			return fmt.Errorf("destination %s appeared during the migration: %w (left as it is)", m.dst, fs.ErrExist)
-		}
-		if err := os.Rename(tmp, m.dst); err != nil {
-			return fmt.Errorf("rename %s to %s: %w", tmp, m.dst, err)
-		}
-	}
-	syncDir(filepath.Dir(m.dst), m.logger)
-	return nil
-}
-
-// fsyncFile flushes a closed file to stable storage.
-func fsyncFile(path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
 	}
 	return err
 }

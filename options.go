@@ -69,6 +69,11 @@ type Options struct {
 	// global sink). 0 means DefaultMetricsInterval; negative disables them.
 	MetricsInterval time.Duration
 
+	// MetricsName is the value of the "store" label the file gauges carry,
+	// so that the stores of one process keep a gauge each instead of
+	// overwriting one another's. "" means the path given to Open.
+	MetricsName string
+
 	// RestoreReplayLimit bounds the entries past the newest snapshot
 	// recorded through WrapSnapshotStore (or past index 0 when none was)
 	// that GetCommitIndex lets raft replay when Config.RestoreCommittedLogs

@@ -3,6 +3,7 @@ package raftbolt
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+	"github.com/raftbolt/raftbolt/internal/boltfile"
 	"github.com/raftbolt/raftbolt/internal/codec"
 	"go.etcd.io/bbolt"
 )
@@ -56,7 +58,7 @@ var ErrPanic = errors.New("panic inside a transaction")
 // "_raftbolt", with the format record, the applied index and term, and the
 // latest committed cluster configuration.
 //
-// Lock order: writeMu, then dbMu, then a handle's reference count.
+// Lock order: see Store.
 type StateMachine struct {
 	path   string
 	apply  ApplyFunc
@@ -66,16 +68,18 @@ type StateMachine struct {
 	// writeMu serializes everything that writes or replaces the file:
 	// Apply, ApplyBatch, StoreConfiguration, Restore and Close. It is held
 	// from reading the applied index to updating it, so no entry is
-	// applied twice. h and closed only change under writeMu and dbMu
-	// (exclusive) together, so a holder of writeMu may use h without dbMu.
+	// applied twice. file and closed only change under writeMu and dbMu
+	// (exclusive) together, so a holder of writeMu may use file without
+	// dbMu.
 	writeMu sync.Mutex
 
-	// dbMu guards h and closed for the readers that do not take writeMu
-	// (View, LatestConfiguration, Snapshot): they hold it shared while they
-	// use h. Close and Restore's swap hold it exclusively, so a reader
-	// waits for a swap instead of failing or seeing a closed file.
+	// dbMu guards file and closed for the readers that do not take
+	// writeMu (View, LatestConfiguration, Snapshot): they hold it shared
+	// while they use file, or take a reference to it (Snapshot). Close and
+	// Restore's swap hold it exclusively, so a reader waits for a swap
+	// instead of failing or seeing a closed file.
 	dbMu   sync.RWMutex
-	h      *smHandle
+	file   *boltfile.File
 	closed atomic.Bool
 
 	// applied and appliedTerm mirror the applied record of the file after
@@ -83,36 +87,11 @@ type StateMachine struct {
 	// commit, read without locks.
 	applied, appliedTerm atomic.Uint64
 
-	// broken holds the error that stopped the machine: a commit that
-	// failed, or a panic inside bbolt during a write. From then on every
-	// entry's response is that error and its index does not advance (raft
-	// replays those entries after a restart), and Snapshot refuses. A
-	// successful Restore, or reopening, clears it.
-	broken atomic.Pointer[error]
-}
-
-// smHandle is one open state file. Each open snapshot holds a reference,
-// so Restore can swap in a new file while a snapshot of the old one is
-// still being persisted: the old file closes when its last reference goes.
-type smHandle struct {
-	db *bbolt.DB
-	// refs is 1 while the handle is the machine's current one, plus one
-	// per snapshot not yet released.
-	refs atomic.Int32
-}
-
-func newHandle(db *bbolt.DB) *smHandle {
-	h := &smHandle{db: db}
-	h.refs.Store(1)
-	return h
-}
-
-// unref drops a reference and closes the file with the last one.
-func (h *smHandle) unref() error {
-	if h.refs.Add(-1) == 0 {
-		return h.db.Close()
-	}
-	return nil
+	// The machine stops when a commit fails or bbolt panics during a
+	// write: file.Broken() then holds the error, every entry's response is
+	// that error and its index does not advance (raft replays those
+	// entries after a restart), and Snapshot refuses. A successful
+	// Restore (a new file), or reopening, clears it.
 }
 
 var (
@@ -208,62 +187,65 @@ func OpenStateMachine(path string, apply ApplyFunc, opts *Options) (*StateMachin
 // applied record.
 func (m *StateMachine) open() (created bool, err error) {
 	const op = "open state machine"
-	if m.opts.ReadOnly {
-		fi, err := os.Stat(m.path)
-		if err != nil {
-			return false, opError(op, m.path, fmt.Errorf("read-only: %w", err))
-		}
-		if fi.Size() == 0 {
-			return false, opError(op, m.path, fmt.Errorf("%w: the file is empty (read-only opens never create a state machine)", ErrNotStore))
-		}
-	}
-	db, err := openBolt(m.path, &m.opts, m.logger)
+	f, created, err := boltfile.Open(m.path, fileOptions(&m.opts, m.logger, createStateLayout))
 	if err != nil {
+		if m.opts.ReadOnly && errors.Is(err, fs.ErrNotExist) {
+			err = fmt.Errorf("read-only: %w", err)
+		}
 		return false, opError(op, m.path, err)
 	}
 	if !m.opts.ReadOnly {
 		removeStaleRestore(m.path, m.logger)
 	}
-	m.h = newHandle(db)
-	if created, err = m.initLayout(); err == nil {
+	m.file = f
+	if err = m.checkLayout(); err == nil {
 		err = m.loadApplied()
 	}
 	if err != nil {
-		_ = db.Close()
+		_ = f.Close()
 		return false, err
 	}
 	return created, nil
 }
 
-// initLayout verifies the layout of an existing state file, or creates it
-// in one write transaction in an empty one.
-func (m *StateMachine) initLayout() (created bool, err error) {
+// checkLayout verifies the layout of the state file, which a writable
+// open created if the file was missing or empty. A bbolt file without any
+// bucket, made by something else, is laid out in place, in one write
+// transaction.
+func (m *StateMachine) checkLayout() error {
 	const op = "open state machine"
 	var l layout
-	err = m.view(m.h.db, op, func(tx *bbolt.Tx) (err error) {
+	err := m.view(m.file, op, func(tx *bbolt.Tx) (err error) {
 		l, err = inspectStateLayout(tx)
 		return err
 	})
 	if err != nil || l == layoutStore {
-		return false, err
+		return err
 	}
 	if m.opts.ReadOnly {
-		return false, opError(op, m.path, fmt.Errorf("%w: the bbolt database is empty (read-only opens never create a state machine)", ErrNotStore))
+		return opError(op, m.path, fmt.Errorf("%w: the file holds no state machine (read-only opens never create one)", ErrNotStore))
 	}
-	return true, m.update(op, func(tx *bbolt.Tx) error {
+	return m.update(op, func(tx *bbolt.Tx) error {
 		// Checked again inside the transaction that writes.
 		if l, err := inspectStateLayout(tx); err != nil || l != layoutEmpty {
 			return fmt.Errorf("layout changed while opening: %v", err)
 		}
-		b, err := tx.CreateBucket(bucketState)
-		if err != nil {
-			return fmt.Errorf("create bucket %q: %w", bucketState, err)
-		}
-		if err := b.Put(keyFormat, codec.AppendFormat(nil, codec.Format{Version: formatVersion, Kind: codec.KindStateMachine})); err != nil {
-			return err
-		}
-		return b.Put(keyApplied, encodeApplied(0, 0))
+		return createStateLayout(tx)
 	})
+}
+
+// createStateLayout creates the reserved bucket, its format record and an
+// applied index of 0, in the one write transaction that turns an empty
+// file into a state file.
+func createStateLayout(tx *bbolt.Tx) error {
+	b, err := tx.CreateBucket(bucketState)
+	if err != nil {
+		return fmt.Errorf("create bucket %q: %w", bucketState, err)
+	}
+	if err := b.Put(keyFormat, codec.AppendFormat(nil, codec.Format{Version: formatVersion, Kind: codec.KindStateMachine})); err != nil {
+		return err
+	}
+	return b.Put(keyApplied, encodeApplied(0, 0))
 }
 
 // inspectStateLayout classifies the file open in tx without changing it:
@@ -347,7 +329,7 @@ func readApplied(tx *bbolt.Tx) (index, term uint64, err error) {
 }
 
 func (m *StateMachine) loadApplied() error {
-	return m.view(m.h.db, "open state machine", func(tx *bbolt.Tx) error {
+	return m.view(m.file, "open state machine", func(tx *bbolt.Tx) error {
 		index, term, err := readApplied(tx)
 		if err != nil {
 			return err
@@ -394,7 +376,7 @@ func (m *StateMachine) View(fn func(tx *bbolt.Tx) error) (err error) {
 		}
 	}()
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	return m.h.db.View(fn)
+	return m.file.DB().View(fn)
 }
 
 // LatestConfiguration returns the newest committed cluster configuration
@@ -408,7 +390,7 @@ func (m *StateMachine) LatestConfiguration() (uint64, raft.Configuration, error)
 		index uint64
 		c     raft.Configuration
 	)
-	err := m.view(m.h.db, "latest configuration", func(tx *bbolt.Tx) (err error) {
+	err := m.view(m.file, "latest configuration", func(tx *bbolt.Tx) (err error) {
 		index, c, err = readConfiguration(tx)
 		return err
 	})
@@ -492,29 +474,12 @@ func (m *StateMachine) Close() error {
 		return nil
 	}
 	m.closed.Store(true)
-	var err error
-	if !m.opts.ReadOnly && m.broken.Load() == nil {
-		err = m.persistFreelist()
-	}
-	if n := m.h.refs.Load(); n > 1 {
+	if n := m.file.Refs(); n > 1 {
 		m.logger.Debug("state file stays open until its snapshots are released", "snapshots", n-1)
 	}
-	if cerr := m.h.unref(); err == nil && cerr != nil {
-		err = opError("close state machine", m.path, cerr)
-	}
+	err := wrapOp("close state machine", m.path, m.file.Close())
 	m.logger.Debug("closed state machine")
 	return err
-}
-
-// persistFreelist commits one empty transaction with the freelist synced,
-// as Store.Close does (see openBolt and the freelist note in ApplyBatch).
-func (m *StateMachine) persistFreelist() (err error) {
-	defer m.recoverPanic("close state machine", &err, true)
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	if err := syncFreelist(m.h.db); err != nil {
-		return opError("close state machine", m.path, err)
-	}
-	return nil
 }
 
 // rlock takes dbMu shared, or returns ErrClosed without holding it.
@@ -544,36 +509,17 @@ func (m *StateMachine) lockWrite() error {
 	return nil
 }
 
-// view runs fn in a read transaction of db; the state machine's own
-// transactions go through view and update (txn.go explains why).
-func (m *StateMachine) view(db *bbolt.DB, op string, fn func(tx *bbolt.Tx) error) (err error) {
-	defer m.recoverPanic(op, &err, false)
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	return m.wrap(op, db.View(fn))
+// view runs fn in a read transaction of f (the current file, or one
+// being restored); the state machine's own transactions go through view
+// and update, and so through internal/boltfile's guarded transactions.
+func (m *StateMachine) view(f *boltfile.File, op string, fn func(tx *bbolt.Tx) error) error {
+	return wrapOp(op, m.path, f.View(fn))
 }
 
 // update runs fn in a write transaction of the current file. The caller
-// holds writeMu. A panic that escapes fn, or a failed commit, breaks the
-// machine (see broken).
-func (m *StateMachine) update(op string, fn func(tx *bbolt.Tx) error) (err error) {
-	if p := m.broken.Load(); p != nil {
-		return *p
-	}
-	defer m.recoverPanic(op, &err, true)
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	return m.wrap(op, m.h.db.Update(fn))
-}
-
-func (m *StateMachine) recoverPanic(op string, errp *error, write bool) {
-	r := recover()
-	if r == nil {
-		return
-	}
-	var broken *atomic.Pointer[error]
-	if write {
-		broken = &m.broken
-	}
-	*errp = panicError(op, m.path, m.logger, r, broken)
+// holds writeMu. A panic that escapes fn breaks the machine.
+func (m *StateMachine) update(op string, fn func(tx *bbolt.Tx) error) error {
+	return wrapOp(op, m.path, m.file.Update(fn))
 }
 
 // userPanic turns a panic recovered around application code (an ApplyFunc
@@ -598,14 +544,4 @@ func isMemoryFault(r any) bool {
 	}
 	_, ok = re.(interface{ Addr() uintptr })
 	return ok
-}
-
-// wrap adds the operation and path to err, except to the context-free
-// sentinels.
-func (m *StateMachine) wrap(op string, err error) error {
-	switch err {
-	case nil, ErrNoConfiguration, ErrClosed, ErrReadOnly:
-		return err
-	}
-	return opError(op, m.path, err)
 }

@@ -77,8 +77,8 @@ func (m *StateMachine) ApplyBatch(logs []*raft.Log) []interface{} {
 		return resp
 	}
 	defer m.writeMu.Unlock()
-	if p := m.broken.Load(); p != nil {
-		fill(resp, *p)
+	if err := m.file.Broken(); err != nil {
+		fill(resp, wrapOp("apply", m.path, err))
 		return resp
 	}
 
@@ -220,7 +220,7 @@ func (m *StateMachine) runTx(logs []*raft.Log, resp []interface{}, advance *raft
 		return failed, ferr, nil
 	}
 	if err != nil {
-		m.broken.CompareAndSwap(nil, &err)
+		m.file.Break(err)
 		m.logger.Error("the state machine stopped applying after a storage failure: it applies nothing until "+
 			"reopened (raft then replays the entries from its log)", "first_index", firstIndex(logs, advance), "error", err)
 		return -1, nil, err

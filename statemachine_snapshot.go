@@ -4,12 +4,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
-	"runtime/debug"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/raftbolt/raftbolt/internal/boltfile"
 	"go.etcd.io/bbolt"
 )
 
@@ -30,35 +29,34 @@ func (m *StateMachine) Snapshot() (raft.FSMSnapshot, error) {
 		return nil, err
 	}
 	defer m.dbMu.RUnlock()
-	if p := m.broken.Load(); p != nil {
-		return nil, *p
+	f := m.file
+	if err := f.Broken(); err != nil {
+		return nil, wrapOp(op, m.path, err)
 	}
-	h := m.h
 	var tx *bbolt.Tx
-	err := func() (err error) {
-		defer m.recoverPanic(op, &err, false)
-		tx, err = h.db.Begin(false)
-		return m.wrap(op, err)
-	}()
+	err := f.Guard(false, func() (err error) {
+		tx, err = f.DB().Begin(false)
+		return err
+	})
 	if err != nil {
-		return nil, err
+		return nil, wrapOp(op, m.path, err)
 	}
-	h.refs.Add(1)
-	return &smSnapshot{m: m, h: h, tx: tx}, nil
+	f.Acquire()
+	return &smSnapshot{m: m, f: f, tx: tx}, nil
 }
 
 // smSnapshot is a read transaction on one state file; it holds a reference
 // to the file until Release.
 type smSnapshot struct {
 	m  *StateMachine
-	h  *smHandle
+	f  *boltfile.File
 	mu sync.Mutex // guards tx: nil once released
 	tx *bbolt.Tx
 }
 
 // Persist writes the snapshot's copy of the state file to sink and closes
 // it, or cancels it on error.
-func (s *smSnapshot) Persist(sink raft.SnapshotSink) (err error) {
+func (s *smSnapshot) Persist(sink raft.SnapshotSink) error {
 	const op = "persist snapshot"
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -66,14 +64,11 @@ func (s *smSnapshot) Persist(sink raft.SnapshotSink) (err error) {
 		_ = sink.Cancel()
 		return opError(op, s.m.path, invalidf("the snapshot was released"))
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			err = panicError(op, s.m.path, s.m.logger, r, nil)
-			_ = sink.Cancel()
-		}
-	}()
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	n, err := s.tx.WriteTo(sink)
+	var n int64
+	err := s.f.Guard(false, func() (err error) {
+		n, err = s.tx.WriteTo(sink)
+		return err
+	})
 	if err != nil {
 		_ = sink.Cancel()
 		return opError(op, s.m.path, fmt.Errorf("after %d bytes: %w", n, err))
@@ -89,9 +84,9 @@ func (s *smSnapshot) Release() {
 	if s.tx == nil {
 		return
 	}
-	_ = s.tx.Rollback()
+	_ = s.f.Guard(false, s.tx.Rollback)
 	s.tx = nil
-	if err := s.h.unref(); err != nil {
+	if err := s.f.Release(); err != nil {
 		s.m.logger.Warn("closing a replaced or closed state file failed", "error", err)
 	}
 }
@@ -154,13 +149,14 @@ func (m *StateMachine) restore(rc io.ReadCloser, unlessSame bool) (swapped bool,
 		return false, opError(op, m.path, err)
 	}
 	restoreStage("staged")
-	ndb, index, term, err := m.openStaged(staged, size)
+	nf, index, term, err := m.openStaged(staged, size)
 	if err != nil {
 		_ = os.Remove(staged)
 		return false, opError(op, m.path, fmt.Errorf("the snapshot stream (%d bytes) is not a usable state machine file; the state is unchanged: %w", size, err))
 	}
 	discard := func(err error) error {
-		_ = ndb.Close()
+		nf.Retire()
+		_ = nf.Close()
 		_ = os.Remove(staged)
 		if err == nil {
 			return nil
@@ -171,27 +167,28 @@ func (m *StateMachine) restore(rc io.ReadCloser, unlessSame bool) (swapped bool,
 		m.logger.Debug("the snapshot holds the state already; not restored", "applied_index", index)
 		return false, discard(nil)
 	}
-	if err := m.keepNewerConfiguration(ndb); err != nil {
+	if err := m.keepNewerConfiguration(nf); err != nil {
 		return false, discard(err)
 	}
 	restoreStage("validated")
 
 	// Readers wait from here to the swap.
 	m.dbMu.Lock()
-	if err := os.Rename(staged, m.path); err != nil {
+	if err := nf.MoveTo(m.path); err != nil {
 		m.dbMu.Unlock()
 		return false, discard(err)
 	}
-	syncDir(filepath.Dir(m.path), m.logger)
-	old := m.h
-	m.h = newHandle(ndb)
+	old := m.file
+	old.Retire()
+	m.file = nf
 	m.applied.Store(index)
 	m.appliedTerm.Store(term)
-	m.broken.Store(nil)
 	m.dbMu.Unlock()
 	restoreStage("swapped")
 
-	if err := old.unref(); err != nil {
+	// A snapshot of the old file still being persisted keeps it open
+	// until its Release.
+	if err := old.Close(); err != nil {
 		m.logger.Warn("closing the replaced state file failed", "error", err)
 	}
 	m.logger.Info("restored the state from a snapshot", "applied_index", index, "bytes", size, "duration", time.Since(start))
@@ -200,7 +197,7 @@ func (m *StateMachine) restore(rc io.ReadCloser, unlessSame bool) (swapped bool,
 
 // stage writes the stream to a new file at staged and syncs it.
 func (m *StateMachine) stage(r io.Reader, staged string) (int64, error) {
-	f, err := os.OpenFile(staged, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
+	f, err := os.OpenFile(staged, os.O_WRONLY|os.O_CREATE|os.O_EXCL, boltfile.Mode)
 	if err != nil {
 		return 0, err
 	}
@@ -220,18 +217,18 @@ func (m *StateMachine) stage(r io.Reader, staged string) (int64, error) {
 
 // openStaged opens and validates the staged file: a bbolt file whose every
 // page checks out, holding a state machine of a format this build reads.
-func (m *StateMachine) openStaged(staged string, size int64) (db *bbolt.DB, index, term uint64, err error) {
+func (m *StateMachine) openStaged(staged string, size int64) (f *boltfile.File, index, term uint64, err error) {
 	if size == 0 {
 		return nil, 0, 0, fmt.Errorf("%w: the stream is empty", ErrNotStore)
 	}
 	o := m.opts
 	o.ReadOnly = false
 	o.VerifyOnOpen = true
-	db, err = openBolt(staged, &o, m.logger)
+	f, _, err = boltfile.Open(staged, fileOptions(&o, m.logger, nil))
 	if err != nil {
 		return nil, 0, 0, err
 	}
-	err = stagedTx(db, false, func(tx *bbolt.Tx) error {
+	err = f.View(func(tx *bbolt.Tx) error {
 		l, err := inspectStateLayout(tx)
 		if err != nil {
 			return err
@@ -243,20 +240,21 @@ func (m *StateMachine) openStaged(staged string, size int64) (db *bbolt.DB, inde
 		return err
 	})
 	if err != nil {
-		_ = db.Close()
+		f.Retire()
+		_ = f.Close()
 		return nil, 0, 0, err
 	}
-	return db, index, term, nil
+	return f, index, term, nil
 }
 
 // keepNewerConfiguration writes the current configuration into the staged
-// file ndb when it is newer than the one ndb holds.
-func (m *StateMachine) keepNewerConfiguration(ndb *bbolt.DB) error {
+// file nf when it is newer than the one nf holds.
+func (m *StateMachine) keepNewerConfiguration(nf *boltfile.File) error {
 	var (
 		index uint64
 		c     raft.Configuration
 	)
-	err := m.view(m.h.db, "restore", func(tx *bbolt.Tx) (err error) {
+	err := m.view(m.file, "restore", func(tx *bbolt.Tx) (err error) {
 		index, c, err = readConfiguration(tx)
 		return err
 	})
@@ -267,24 +265,9 @@ func (m *StateMachine) keepNewerConfiguration(ndb *bbolt.DB) error {
 		m.logger.Warn("cannot read the current configuration; the snapshot's is kept", "error", err)
 		return nil
 	}
-	return stagedTx(ndb, true, func(tx *bbolt.Tx) error {
+	return nf.Update(func(tx *bbolt.Tx) error {
 		return putConfiguration(tx, index, c)
 	})
-}
-
-// stagedTx runs fn in a transaction of a file that is not (yet) the
-// machine's: a panic is an error, and breaks nothing.
-func stagedTx(db *bbolt.DB, write bool, fn func(tx *bbolt.Tx) error) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = corruptf("bbolt panicked: %v", r)
-		}
-	}()
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	if write {
-		return db.Update(fn)
-	}
-	return db.View(fn)
 }
 
 // CatchUp restores the newest snapshot of snaps when it is newer than the

@@ -775,12 +775,15 @@ func TestStateMachineStorageFailureStopsApplying(t *testing.T) {
 	m.ApplyBatch(cmds(1, "set a 1"))
 	// Simulate a failed commit: the file's descriptor goes away.
 	failing := errors.New("disk on fire")
-	m.broken.Store(&failing)
+	m.file.Break(failing)
 	resp := m.ApplyBatch(cmds(2, "set b 2", "set c 3"))
-	require.Equal(t, []interface{}{failing, failing}, resp)
+	require.Len(t, resp, 2)
+	for _, r := range resp {
+		require.ErrorIs(t, r.(error), failing)
+	}
 	require.EqualValues(t, 1, m.AppliedIndex())
 	_, err := m.Snapshot()
-	require.Equal(t, failing, err, "no snapshot of a state that misses entries")
+	require.ErrorIs(t, err, failing, "no snapshot of a state that misses entries")
 	// A restore replaces the file and clears the failure.
 	src := openSM(t, nil)
 	src.ApplyBatch(cmds(1, "set a 1", "set b 2"))

@@ -1,15 +1,16 @@
 package raftbolt
 
 import (
+	"errors"
 	"fmt"
-	"os"
-	"runtime/debug"
+	"io/fs"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+	"github.com/raftbolt/raftbolt/internal/boltfile"
 	"github.com/raftbolt/raftbolt/internal/codec"
 	"github.com/raftbolt/raftbolt/internal/tailcache"
 	"go.etcd.io/bbolt"
@@ -20,28 +21,38 @@ import (
 // raft.MonotonicLogStore and raft.CommitTrackingLogStore, and is safe for
 // concurrent use.
 //
-// Lock order: writeMu, then dbMu, then the shared reader's and the
-// cache's own locks.
+// Lock order, for every lock of the package (a goroutine holding one only
+// ever waits for those after it):
+//
+//	FSM.mu (the adapter's pending configuration; it calls into the Store)
+//	Store.compactMu (one Compact at a time)
+//	Store.writeMu / StateMachine.writeMu (every write)
+//	Store.dbMu / StateMachine.dbMu (the current file)
+//	sharedReader.mu, the tail cache's lock, smSnapshot.mu
+//
+// A long reader (Backup, Check, a state-machine snapshot) holds dbMu only
+// while it takes a reference to the current file (internal/boltfile), never
+// for its whole run, so that Compact's and Restore's swaps never wait for it.
 type Store struct {
 	path   string
 	opts   Options // defaults applied
 	logger hclog.Logger
 
 	// writeMu serializes every write. It is held from the precondition
-	// checks to the update of the in-memory state below, so what a writer
-	// checked is still true when it commits, and the mirrors change only
-	// after the transaction that changed the file committed.
+	// checks to the publication of the new state, so what a writer
+	// checked is still true when it commits.
 	writeMu sync.Mutex
 
-	// dbMu guards db and closed. Every method holds it shared while it uses
-	// db; Close and Compact's file swap hold it exclusively, so no method
-	// ever sees a closed or replaced *bbolt.DB.
+	// dbMu guards file and closed. Every method holds it shared while it
+	// uses file, or while it takes a reference to it; Close and Compact's
+	// file swap hold it exclusively, so no method ever sees a closed or
+	// replaced file.
 	dbMu   sync.RWMutex
-	db     *bbolt.DB
+	file   *boltfile.File
 	closed atomic.Bool
-	// pageSize is db's page size, guarded by dbMu like db. It is read
-	// here, not from db.Info(), which reads bbolt's mmap fields without
-	// bbolt's locks and races with a write transaction that remaps.
+	// pageSize is file's page size, guarded by dbMu like file. It is read
+	// here, not from bbolt's Info(), which reads bbolt's mmap fields
+	// without bbolt's locks and races with a write transaction that remaps.
 	pageSize int
 
 	// reader shares one read transaction among GetLog calls that miss the
@@ -49,22 +60,31 @@ type Store struct {
 	reader sharedReader
 
 	// cache holds the encoded records of the newest entries. It only ever
-	// holds committed entries, as a contiguous run ending at last; the
-	// writer updates it under writeMu after each commit.
+	// holds committed entries, as a contiguous run ending at the last
+	// index; the writer updates it under writeMu.
 	cache *tailcache.Cache
 
-	// Mirrors of the file's state after the last committed write, written
-	// under writeMu, read without locks. first and last are 0 when the log
-	// is empty; otherwise the log holds exactly the indexes first..last.
-	first, last atomic.Uint64
-	// commit is the commit index persisted in bucketMeta; staged is the
-	// value StageCommitIndex set, written by the next StoreLogs when it
-	// differs from commit.
-	commit, staged atomic.Uint64
+	// stable mirrors committed values of the stable bucket for Get
+	// (stable.go). It only ever holds a value some Set committed, or one
+	// read and decoded from the file: Set publishes its value under writeMu
+	// after its transaction committed (and drops the key when it failed);
+	// a first read publishes what it read while holding stable.mu, which
+	// Set also takes, so an older value never replaces a newer one. Compact
+	// copies the stable bucket unchanged, so the mirror outlives the swap.
+	stable stableMirror
 
-	// broken holds the error of a write transaction in which bbolt
-	// panicked; from then on every write returns it (recoverPanic).
-	broken atomic.Pointer[error]
+	// state is the log's extent and commit index, published as one
+	// immutable value so that lock-free readers never see a torn one
+	// (first from one write, last from another). Only writers, under
+	// writeMu, store it: a write that adds entries publishes its state
+	// after its transaction committed, one that removes entries (and
+	// drops them from the cache) before, so that whatever state a reader
+	// loads, every entry it lists is in every read transaction begun
+	// after the load, unless the state has changed since (GetLog).
+	state atomic.Pointer[logState]
+	// staged is the value StageCommitIndex set, written by the next
+	// StoreLogs when it differs from state.commit.
+	staged atomic.Uint64
 
 	// compaction tracks the log changes made while Compact copies the file
 	// (guarded by writeMu; nil when no compaction runs). compactMu lets one
@@ -80,6 +100,20 @@ type Store struct {
 	stopMetrics chan struct{}
 	metricsDone sync.WaitGroup
 }
+
+// logState is the state of the file after the last committed write (or,
+// for a write that removes entries, the one in progress). first and last
+// are 0 when the log is empty; otherwise the log holds exactly the indexes
+// first..last. commit is the commit index persisted in bucketMeta.
+type logState struct {
+	first, last, commit uint64
+}
+
+// loadState returns the published state.
+func (s *Store) loadState() logState { return *s.state.Load() }
+
+// publish makes st the state readers see.
+func (s *Store) publish(st logState) { s.state.Store(&st) }
 
 var (
 	_ raft.LogStore               = (*Store)(nil)
@@ -118,9 +152,10 @@ func Open(path string, opts *Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	st := s.loadState()
 	s.logger.Info("opened store", "format_version", formatVersion, "created", created,
-		"read_only", o.ReadOnly, "first_index", s.first.Load(), "last_index", s.last.Load(),
-		"commit_index", s.commit.Load(), "duration", time.Since(start))
+		"read_only", o.ReadOnly, "first_index", st.first, "last_index", st.last,
+		"commit_index", st.commit, "duration", time.Since(start))
 	s.startMetrics()
 	return s, nil
 }
@@ -128,58 +163,49 @@ func Open(path string, opts *Options) (*Store, error) {
 // open opens the file and loads the store's state. Its errors carry the
 // "raftbolt: open (path)" prefix.
 func (s *Store) open() (created bool, err error) {
-	if fi, err := os.Stat(s.path); err == nil && fi.IsDir() {
-		return false, opError("open", s.path, invalidf("%s is a directory, not a store file", s.path))
-	}
-	if s.opts.ReadOnly {
-		// bbolt would try to initialise an empty file, and fail on a file
-		// it opened read-only.
-		fi, err := os.Stat(s.path)
-		if err != nil {
-			return false, opError("open", s.path, fmt.Errorf("read-only: %w", err))
-		}
-		if fi.Size() == 0 {
-			return false, opError("open", s.path, fmt.Errorf("%w: the file is empty (read-only opens never create a store)", ErrNotStore))
-		}
-	}
-	db, err := openBolt(s.path, &s.opts, s.logger)
+	f, created, err := boltfile.Open(s.path, fileOptions(&s.opts, s.logger, createLayout))
 	if err != nil {
+		if s.opts.ReadOnly && errors.Is(err, fs.ErrNotExist) {
+			err = fmt.Errorf("read-only: %w", err)
+		}
 		return false, opError("open", s.path, err)
 	}
 	if !s.opts.ReadOnly {
 		removeStaleCompaction(s.path, s.logger)
 	}
-	s.db = db
-	s.pageSize = db.Info().PageSize // nothing else uses db yet
-	s.reader.db = db
-	if created, err = s.initLayout(); err == nil {
-		err = s.loadState()
+	s.file = f
+	s.pageSize = f.PageSize() // nothing else uses the file yet
+	s.reader.file = f
+	if err = s.checkLayout(); err == nil {
+		err = s.loadFileState()
 	}
 	if err != nil {
 		s.reader.close()
-		_ = db.Close()
+		_ = f.Close()
 		return false, err
 	}
 	return created, nil
 }
 
-// initLayout verifies the layout of an existing store, or creates it in
-// one write transaction in an empty file.
-func (s *Store) initLayout() (created bool, err error) {
+// checkLayout verifies the layout of the store, which a writable Open
+// created if the file was missing or empty. A bbolt file without any
+// bucket, made by something else, is laid out in place, in one write
+// transaction.
+func (s *Store) checkLayout() error {
 	var l layout
-	err = s.view("open", func(tx *bbolt.Tx) (err error) {
+	err := s.view("open", func(tx *bbolt.Tx) (err error) {
 		l, err = inspectLayout(tx)
 		return err
 	})
 	if err != nil || l == layoutStore {
-		return false, err
+		return err
 	}
 	if s.opts.ReadOnly {
-		return false, opError("open", s.path, fmt.Errorf("%w: the bbolt database is empty (read-only opens never create a store)", ErrNotStore))
+		return opError("open", s.path, fmt.Errorf("%w: the file holds no store (read-only opens never create one)", ErrNotStore))
 	}
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	return true, s.update("create store", func(tx *bbolt.Tx) error {
+	return s.update("create store", func(tx *bbolt.Tx) error {
 		// Checked again inside the transaction that writes: nothing
 		// that exists is ever created twice.
 		if l, err := inspectLayout(tx); err != nil || l != layoutEmpty {
@@ -189,38 +215,35 @@ func (s *Store) initLayout() (created bool, err error) {
 	})
 }
 
-// loadState reads the mirrors of the file's state.
-func (s *Store) loadState() error {
+// loadFileState reads the file's state and publishes it.
+func (s *Store) loadFileState() error {
 	return s.view("open", func(tx *bbolt.Tx) error {
 		b, err := openBuckets(tx)
 		if err != nil {
 			return err
 		}
+		var st logState
 		c := b.log.Cursor()
 		if k, _ := c.First(); k != nil {
-			first, ok := codec.Uint64(k)
-			if !ok {
+			var ok bool
+			if st.first, ok = codec.Uint64(k); !ok {
 				return corruptf("log key %x is not an 8-byte index", k)
 			}
 			k, _ = c.Last()
-			last, ok := codec.Uint64(k)
-			if !ok {
+			if st.last, ok = codec.Uint64(k); !ok {
 				return corruptf("log key %x is not an 8-byte index", k)
 			}
-			s.first.Store(first)
-			s.last.Store(last)
 		}
 		f, err := codec.DecodeFormat(b.meta.Get(keyFormat), formatVersion)
 		if err != nil {
 			return corruptf("format record: %v", err)
 		}
 		s.format = f.Version
-		commit, err := getUint64(b.meta, keyCommit)
-		if err != nil {
+		if st.commit, err = getUint64(b.meta, keyCommit); err != nil {
 			return err
 		}
-		s.commit.Store(commit)
-		s.staged.Store(commit)
+		s.publish(st)
+		s.staged.Store(st.commit)
 		return nil
 	})
 }
@@ -230,8 +253,12 @@ func (s *Store) Path() string { return s.path }
 
 // Close closes the store. It waits for a write in progress, then makes the
 // file quick to reopen: it writes bbolt's freelist once, so the next Open
-// loads it instead of walking every page. A second Close returns nil; every
-// other method of a closed store returns ErrClosed.
+// loads it instead of walking every page. A Backup or Check still running
+// keeps the file open (and locked) until it ends. Close never hangs: on a
+// handle a bbolt panic broke (its writes returned ErrCorrupt), it releases
+// the file and its lock without bbolt and returns that error. A second
+// Close returns nil; every other method of a closed store returns
+// ErrClosed.
 func (s *Store) Close() error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
@@ -243,26 +270,9 @@ func (s *Store) Close() error {
 	s.closed.Store(true)
 	s.stopMetricsLoop()
 	s.reader.close()
-	var err error
-	if !s.opts.ReadOnly && s.broken.Load() == nil {
-		err = s.persistFreelist()
-	}
-	if cerr := s.db.Close(); err == nil && cerr != nil {
-		err = opError("close", s.path, cerr)
-	}
+	err := wrapOp("close", s.path, s.file.Close())
 	s.logger.Debug("closed store")
 	return err
-}
-
-// persistFreelist writes bbolt's freelist once (syncFreelist), recovering
-// a panic as every transaction does.
-func (s *Store) persistFreelist() (err error) {
-	defer s.recoverPanic("close", &err, true)
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	if err := syncFreelist(s.db); err != nil {
-		return opError("close", s.path, err)
-	}
-	return nil
 }
 
 // Sync flushes the file to stable storage. It matters only with NoSync:
@@ -275,7 +285,7 @@ func (s *Store) Sync() error {
 	if s.opts.ReadOnly {
 		return nil
 	}
-	if err := s.db.Sync(); err != nil {
+	if err := s.file.DB().Sync(); err != nil {
 		return opError("sync", s.path, err)
 	}
 	return nil

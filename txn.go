@@ -2,32 +2,25 @@ package raftbolt
 
 import (
 	"bytes"
-	"fmt"
-	"runtime/debug"
+	"errors"
 	"sync"
-	"sync/atomic"
 
-	"github.com/hashicorp/go-hclog"
+	"github.com/raftbolt/raftbolt/internal/boltfile"
 	"go.etcd.io/bbolt"
 )
 
 // Every bbolt transaction the store runs goes through view, update or the
-// shared reader below. They are the one place that:
-//   - turns a panic inside bbolt into an error wrapping ErrCorrupt. bbolt
-//     panics when it meets a damaged page, in any transaction, not only at
-//     Open;
-//   - turns a memory fault into such a panic (debug.SetPanicOnFault): a
-//     damaged page id can point bbolt past the end of the file, where the
-//     mapped memory raises SIGBUS, which recover alone cannot catch;
-//   - prefixes errors with the operation and the path.
+// shared reader below, and so through the guarded transactions of
+// internal/boltfile: the one place that turns panics inside bbolt and
+// memory faults in the mapped file into errors wrapping ErrCorrupt, and
+// refuses writes on a file a panic broke. These add the operation and the
+// path to the error.
 //
-// The caller holds dbMu (shared), so s.db is open and stays open.
+// The caller holds dbMu (shared), so s.file is open and stays current.
 
 // view runs fn in a read-only transaction.
-func (s *Store) view(op string, fn func(tx *bbolt.Tx) error) (err error) {
-	defer s.recoverPanic(op, &err, false)
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	return s.wrap(op, s.db.View(fn))
+func (s *Store) view(op string, fn func(tx *bbolt.Tx) error) error {
+	return wrapOp(op, s.path, s.file.View(fn))
 }
 
 // update runs fn in a write transaction. Callers check every precondition
@@ -38,58 +31,27 @@ func (s *Store) view(op string, fn func(tx *bbolt.Tx) error) (err error) {
 //
 // The caller holds writeMu, so the shared read transaction can be closed
 // for the duration without a concurrent writer reopening it.
-func (s *Store) update(op string, fn func(tx *bbolt.Tx) error) (err error) {
-	if p := s.broken.Load(); p != nil {
-		return *p
+func (s *Store) update(op string, fn func(tx *bbolt.Tx) error) error {
+	if err := s.file.Broken(); err != nil {
+		return wrapOp(op, s.path, err)
 	}
-	defer s.recoverPanic(op, &err, true)
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	s.reader.suspend()
 	defer s.reader.resume()
-	return s.wrap(op, s.db.Update(fn))
+	return wrapOp(op, s.path, s.file.Update(fn))
 }
 
-// wrap adds the operation and path to err, except to the sentinels raft
-// compares with == and to the context-free ones.
-func (s *Store) wrap(op string, err error) error {
+// wrapOp adds the operation and path to err, except to the sentinels raft
+// compares with == and to the context-free ones, and to an error that
+// names them already. The Store and the StateMachine share it.
+func wrapOp(op, path string, err error) error {
 	switch err {
 	case nil, errLogNotFound, ErrKeyNotFound, ErrNoConfiguration, ErrClosed, ErrReadOnly:
 		return err
 	}
-	return opError(op, s.path, err)
-}
-
-// recoverPanic is deferred by every function that calls into bbolt. A panic
-// in a write transaction may have left bbolt's in-memory freelist or locks
-// inconsistent, so the store refuses further writes (reads go on) until it
-// is reopened.
-func (s *Store) recoverPanic(op string, errp *error, write bool) {
-	r := recover()
-	if r == nil {
-		return
+	if pe := (*pathError)(nil); errors.As(err, &pe) {
+		return err // named already
 	}
-	var broken *atomic.Pointer[error]
-	if write {
-		broken = &s.broken
-	}
-	*errp = panicError(op, s.path, s.logger, r, broken)
-}
-
-// panicError turns the value r of a panic recovered around a bbolt
-// transaction into an error wrapping ErrCorrupt and logs it. For a write
-// transaction the caller passes its broken flag, which records the error
-// (the first one wins): the handle then refuses writes until reopened,
-// because bbolt's in-memory freelist or locks may be inconsistent. Store
-// and StateMachine share it; recover itself must stay in their deferred
-// functions.
-func panicError(op, path string, logger hclog.Logger, r any, broken *atomic.Pointer[error]) error {
-	err := opError(op, path, corruptf("bbolt panicked: %v", r))
-	logger.Error("bbolt panicked; the file is damaged", "op", op, "path", path, "panic", fmt.Sprint(r))
-	if broken != nil {
-		broken.CompareAndSwap(nil, &err)
-		logger.Error("refusing writes until reopened", "path", path)
-	}
-	return err
+	return opError(op, path, err)
 }
 
 // sharedReader lends one long-lived read transaction to concurrent readers,
@@ -110,9 +72,9 @@ func panicError(op, path string, logger hclog.Logger, r any, broken *atomic.Poin
 type sharedReader struct {
 	// mu is held shared while a reader uses tx, and exclusively to open or
 	// close it.
-	mu sync.RWMutex
-	db *bbolt.DB
-	tx *bbolt.Tx
+	mu   sync.RWMutex
+	file *boltfile.File
+	tx   *bbolt.Tx
 	// log is tx's log bucket.
 	log *bbolt.Bucket
 	// cursors pools cursors of log. A lookup through a reused cursor
@@ -151,7 +113,7 @@ func (r *sharedReader) get(key []byte, fn func(v []byte) error) error {
 		return err
 	}
 	r.mu.RUnlock()
-	return r.db.View(func(tx *bbolt.Tx) error {
+	return r.file.View(func(tx *bbolt.Tx) error {
 		log := tx.Bucket(bucketLog)
 		if log == nil {
 			return corruptf("bucket %q is missing", bucketLog)
@@ -177,7 +139,11 @@ func (r *sharedReader) open() {
 	if r.tx != nil || r.writing || r.closed {
 		return
 	}
-	tx, err := r.db.Begin(false)
+	var tx *bbolt.Tx
+	err := r.file.Guard(false, func() (err error) {
+		tx, err = r.file.DB().Begin(false)
+		return err
+	})
 	if err != nil {
 		return // the caller falls back to a transaction of its own, which reports the error
 	}
@@ -215,10 +181,10 @@ func (r *sharedReader) close() {
 }
 
 // reset points a closed reader at a new file (Compact).
-func (r *sharedReader) reset(db *bbolt.DB) {
+func (r *sharedReader) reset(f *boltfile.File) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.db, r.closed = db, false
+	r.file, r.closed = f, false
 }
 
 func (r *sharedReader) release() {

@@ -1,8 +1,9 @@
 //go:build !(linux || darwin || freebsd || netbsd || openbsd || dragonfly)
 
-package raftbolt
+package boltfile
 
 import (
+	"errors"
 	"os"
 	"time"
 )
@@ -11,3 +12,13 @@ import (
 // lock with the same timeout right after, and Open maps its timeout to
 // ErrLocked. The file is then checked before it is locked.
 func lockFile(*os.File, bool, time.Duration) error { return nil }
+
+func unlockFile(*os.File) {}
+
+// tryLock cannot tell whether another process uses f: it reports false, so
+// that nothing is removed on its word.
+func tryLock(*os.File) bool { return false }
+
+func dupFD(int) (int, error) { return -1, errors.ErrUnsupported }
+
+func unlinked(os.FileInfo) bool { return false }

@@ -1,6 +1,6 @@
 //go:build linux || darwin || freebsd || netbsd || openbsd || dragonfly
 
-package raftbolt
+package boltfile
 
 import (
 	"errors"
@@ -8,6 +8,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"github.com/raftbolt/raftbolt/internal/errs"
 )
 
 // lockPoll is how often lockFile retries while another handle holds the lock.
@@ -39,8 +41,35 @@ func lockFile(f *os.File, exclusive bool, timeout time.Duration) error {
 		}
 		wait := time.Until(deadline)
 		if wait <= 0 {
-			return fmt.Errorf("%w: %s is held by another handle, in this process or another (waited %v)", ErrLocked, f.Name(), timeout)
+			return fmt.Errorf("%w: %s is held by another handle, in this process or another (waited %v)", errs.ErrLocked, f.Name(), timeout)
 		}
 		time.Sleep(min(wait, lockPoll))
 	}
+}
+
+// unlockFile drops f's flock explicitly. Closing the descriptor is not
+// enough while bbolt's memory map of the file is in place: the map keeps
+// the open file description, which owns the lock, alive. Through
+// SyscallConn, so that a descriptor already closed (and its number perhaps
+// reused by another file) is never touched.
+func unlockFile(f *os.File) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return
+	}
+	_ = rc.Control(func(fd uintptr) { _ = syscall.Flock(int(fd), syscall.LOCK_UN) })
+}
+
+// tryLock takes f's exclusive flock if nobody holds it, without waiting.
+func tryLock(f *os.File) bool {
+	return syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil
+}
+
+func dupFD(fd int) (int, error) { return syscall.Dup(fd) }
+
+// unlinked reports whether the file has no name left, so that truncating
+// it can only free its blocks.
+func unlinked(fi os.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && st.Nlink == 0
 }
