@@ -66,7 +66,9 @@ func ExampleOpenStateMachine() {
 	conf.LocalID = "node-1"
 	conf.LogOutput = io.Discard
 	conf.NoSnapshotRestoreOnStart = true // the state file already holds everything applied
-	r, err := raft.NewRaft(conf, sm, store, store, snaps, trans)
+	// NewFSM also records each committed configuration in the log store,
+	// where store.LatestConfiguration and the raftbolt tool find it.
+	r, err := raft.NewRaft(conf, raftbolt.NewFSM(store, sm), store, store, snaps, trans)
 	if err != nil {
 		log.Fatal(err)
 	}

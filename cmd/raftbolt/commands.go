@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"github.com/raftbolt/raftbolt"
+	"github.com/raftbolt/raftbolt/internal/boltfile"
 )
 
 // raft's StableStore keys (raft/raft.go).
@@ -84,12 +85,15 @@ var infoCmd = &command{
 	summary: "summary: indexes, sizes, term and vote, configuration",
 	help: "Prints the store's format version, first/last/commit index, entry count, file size, free space\n" +
 		"(what compact would give back), raft's current term and last vote, and the latest configuration.\n" +
-		"Opens the store read-only.",
+		"Of a state-machine file (OpenStateMachine): the applied index, file size, free space, the\n" +
+		"application's buckets with their key counts, and the configuration the state machine applied.\n" +
+		"Opens the file read-only.",
 	run: runInfo,
 }
 
 type infoJSON struct {
 	Path          string      `json:"path"`
+	Kind          string      `json:"kind"` // kindLogStore
 	FormatVersion uint32      `json:"format_version"`
 	FirstIndex    uint64      `json:"first_index"`
 	LastIndex     uint64      `json:"last_index"`
@@ -105,17 +109,21 @@ type infoJSON struct {
 }
 
 func runInfo(c *ctx, args []string) error {
-	s, err := c.openStore(args[0], false, false)
+	f, err := c.openFile(args[0], false)
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer f.Close()
+	if f.sm != nil {
+		return runInfoStateMachine(c, args[0], f.sm)
+	}
+	s := f.store
 	st, err := s.Stats()
 	if err != nil {
 		return err
 	}
 	out := infoJSON{
-		Path: args[0], FormatVersion: st.FormatVersion, FirstIndex: st.FirstIndex, LastIndex: st.LastIndex,
+		Path: args[0], Kind: kindLogStore, FormatVersion: st.FormatVersion, FirstIndex: st.FirstIndex, LastIndex: st.LastIndex,
 		CommitIndex: st.CommitIndex, Entries: entryCount(st.FirstIndex, st.LastIndex),
 		FileSize: st.FileSize, FreeBytes: st.FreeBytes, PageSize: st.PageSize,
 	}
@@ -140,6 +148,7 @@ func runInfo(c *ctx, args []string) error {
 	}
 	w := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(w, "path:\t%s\n", out.Path)
+	fmt.Fprintf(w, "kind:\t%s\n", kindText(out.Kind))
 	fmt.Fprintf(w, "format version:\t%d\n", out.FormatVersion)
 	fmt.Fprintf(w, "first index:\t%d\n", out.FirstIndex)
 	fmt.Fprintf(w, "last index:\t%d\n", out.LastIndex)
@@ -162,6 +171,25 @@ func runInfo(c *ctx, args []string) error {
 		return printServers(c, out.Configuration.Servers, "  ")
 	}
 	return nil
+}
+
+// smInfoJSON is info -json of a state machine.
+type smInfoJSON struct {
+	Path          string       `json:"path"`
+	Kind          string       `json:"kind"` // kindStateMachine
+	AppliedIndex  uint64       `json:"applied_index"`
+	FileSize      int64        `json:"file_size"`
+	FreeBytes     int64        `json:"free_bytes"`
+	PageSize      int          `json:"page_size"`
+	Buckets       []bucketJSON `json:"buckets"`
+	Configuration *configJSON  `json:"configuration"`
+}
+
+// bucketJSON is one of the application's top-level buckets.
+type bucketJSON struct {
+	Name    string `json:"name"`
+	Keys    int    `json:"keys"`
+	Buckets int    `json:"buckets,omitempty"`
 }
 
 func entryCount(first, last uint64) uint64 {
@@ -189,14 +217,21 @@ var checkCmd = &command{
 	name: "check", args: "PATH", nargs: 1,
 	summary: "verify every page and entry; print the first bad index",
 	help: "Checks every page of the file's B+tree before opening it, then reads every entry (checksum,\n" +
-		"decoding, index, no holes) and the store's records. Exit status 1 when anything is damaged,\n" +
-		"with the first bad index and what is wrong. Opens the store read-only.",
+		"decoding, index, no holes) and the store's records. Of a state-machine file: every page, the\n" +
+		"applied and configuration records, and every key of the application's buckets. Exit status 1\n" +
+		"when anything is damaged, with the kind of file, the first bad index and what is wrong. Opens\n" +
+		"the file read-only.",
 	run: runCheck,
 }
 
 type checkJSON struct {
 	Path          string  `json:"path"`
+	Kind          string  `json:"kind,omitempty"` // empty when the damage hides it
 	OK            bool    `json:"ok"`
+	AppliedIndex  *uint64 `json:"applied_index,omitempty"`       // a state machine's
+	ConfigIndex   *uint64 `json:"configuration_index,omitempty"` // a state machine's, when it has one
+	Buckets       *int    `json:"buckets,omitempty"`             // a state machine's application buckets
+	Keys          *int    `json:"keys,omitempty"`                // and their keys (top level)
 	FirstIndex    uint64  `json:"first_index,omitempty"`
 	LastIndex     uint64  `json:"last_index,omitempty"`
 	FirstBadIndex *uint64 `json:"first_bad_index,omitempty"`
@@ -206,15 +241,35 @@ type checkJSON struct {
 
 func runCheck(c *ctx, args []string) error {
 	out := checkJSON{Path: args[0]}
-	s, err := c.openStore(args[0], false, true)
+	f, err := c.openFile(args[0], true)
 	if errors.Is(err, raftbolt.ErrCorrupt) {
+		var ke *kindError
+		if errors.As(err, &ke) {
+			out.Kind = ke.kind
+		} else {
+			// The damage was found before the file said what it is.
+			out.Kind = c.probeKind(args[0])
+		}
 		out.Error = err.Error()
 		return c.reportCheck(out)
 	}
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer f.Close()
+	out.Kind = f.kind()
+	if f.sm != nil {
+		switch err := checkStateMachine(&out, f.sm); {
+		case errors.Is(err, raftbolt.ErrCorrupt):
+			out.Error = err.Error()
+		case err != nil:
+			return err
+		default:
+			out.OK = true
+		}
+		return c.reportCheck(out)
+	}
+	s := f.store
 	out.FirstIndex, _ = s.FirstIndex()
 	out.LastIndex, _ = s.LastIndex()
 	err = s.Check()
@@ -248,11 +303,17 @@ func (c *ctx) reportCheck(out checkJSON) error {
 		if err := c.printJSON(out); err != nil {
 			return err
 		}
+	} else if out.OK && out.Kind == kindStateMachine {
+		reportStateMachineOK(c.stdout, out)
 	} else if out.OK {
 		fmt.Fprintf(c.stdout, "%s: ok: %d entries (%d-%d); every page and entry verified\n",
 			out.Path, entryCount(out.FirstIndex, out.LastIndex), out.FirstIndex, out.LastIndex)
 	} else {
-		fmt.Fprintf(c.stdout, "%s: DAMAGED\n", out.Path)
+		kind := "of unknown kind: the damage hides whether it is a log store or a state machine"
+		if out.Kind != "" {
+			kind = kindText(out.Kind)
+		}
+		fmt.Fprintf(c.stdout, "%s: DAMAGED (%s)\n", out.Path, kind)
 		if out.FirstBadIndex != nil {
 			fmt.Fprintf(c.stdout, "first bad index: %d\n", *out.FirstBadIndex)
 			fmt.Fprintf(c.stdout, "problem: %s\n", out.Problem)
@@ -272,7 +333,9 @@ var dumpCmd = &command{
 	summary: "print entries (-from N -to M)",
 	help: "Prints the entries from -from to -to (default: the whole log), one per line: index, term, type,\n" +
 		"appended-at, and data as quoted text when it is printable, else base64. Configuration entries\n" +
-		"also show their servers. With -json, one JSON object per line. Opens the store read-only.",
+		"also show their servers. Of a state-machine file: every key of the application's buckets, one\n" +
+		"per line (bucket, key, value); -from and -to do not apply. With -json, one JSON object per\n" +
+		"line. Opens the file read-only.",
 	flags: func(fs *flag.FlagSet, c *ctx) {
 		fs.Uint64Var(&c.from, "from", 0, "first index to print (default: the first index)")
 		fs.Uint64Var(&c.to, "to", 0, "last index to print (default: the last index)")
@@ -284,11 +347,15 @@ func runDump(c *ctx, args []string) error {
 	if c.from != 0 && c.to != 0 && c.from > c.to {
 		return usagef("-from %d is after -to %d", c.from, c.to)
 	}
-	s, err := c.openStore(args[0], false, false)
+	f, err := c.openFile(args[0], false)
 	if err != nil {
 		return err
 	}
-	defer s.Close()
+	defer f.Close()
+	if f.sm != nil {
+		return dumpStateMachine(c, f.sm)
+	}
+	s := f.store
 	first, _ := s.FirstIndex()
 	last, _ := s.LastIndex()
 	from, to := max(first, c.from), last
@@ -322,33 +389,40 @@ var configCmd = &command{
 	name: "config", args: "PATH", nargs: 1,
 	summary: "the latest cluster configuration",
 	help: "Prints the latest cluster configuration the store recorded (each server's ID, address and\n" +
-		"suffrage) and the index it was committed at. Exit status 1 when none is recorded. Opens the\n" +
-		"store read-only.",
+		"suffrage) and the index it was committed at; of a state-machine file, the one it applied.\n" +
+		"Exit status 1 when none is recorded. Opens the file read-only.",
 	run: runConfig,
 }
 
 func runConfig(c *ctx, args []string) error {
-	s, err := c.openStore(args[0], false, false)
+	f, err := c.openFile(args[0], false)
 	if err != nil {
 		return err
 	}
-	defer s.Close()
-	conf, err := latestConfiguration(s)
+	defer f.Close()
+	var src configurationSource = f.store
+	if f.sm != nil {
+		src = f.sm
+	}
+	conf, err := latestConfiguration(src)
 	if err != nil {
 		return err
 	}
 	if conf == nil {
-		fmt.Fprintf(c.stderr, "raftbolt config: %s: no configuration recorded\n", args[0])
+		fmt.Fprintf(c.stderr, "raftbolt config: %s: no configuration recorded (%s)\n", args[0], kindText(f.kind()))
 		return problem{}
 	}
 	if c.json {
-		return c.printJSON(conf)
+		return c.printJSON(struct {
+			Kind string `json:"kind"`
+			*configJSON
+		}{f.kind(), conf})
 	}
 	fmt.Fprintf(c.stdout, "configuration at index %d\n", conf.Index)
 	return printServers(c, conf.Servers, "")
 }
 
-func latestConfiguration(s *raftbolt.Store) (*configJSON, error) {
+func latestConfiguration(s configurationSource) (*configJSON, error) {
 	index, conf, err := s.LatestConfiguration()
 	if errors.Is(err, raftbolt.ErrNoConfiguration) {
 		return nil, nil
@@ -486,27 +560,14 @@ func (c *ctx) backupFile(s *raftbolt.Store, dest string) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("verify the copy: %w", err)
 	}
-	if err := os.Link(tmp, dest); err != nil {
+	// Linked into place (never replacing a file), the directory synced.
+	if err := boltfile.Link(tmp, dest); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return 0, fmt.Errorf("%s appeared during the backup: %w", dest, fs.ErrExist)
 		}
-		if err := os.Rename(tmp, dest); err != nil {
-			return 0, err
-		}
+		return 0, err
 	}
-	return n, syncDir(filepath.Dir(dest))
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return n, nil
 }
 
 // ---- migrate ----

@@ -188,3 +188,15 @@ func payload(b *strings.Builder, name string, v []byte) {
 		fmt.Fprintf(b, " %s_base64=%s", name, base64.StdEncoding.EncodeToString(v))
 	}
 }
+
+// keyJSON is one line of dump -json of a state machine: the path of the
+// bucket from the root, and the key and value as text when printable, else
+// in base64 (key_base64, value_base64).
+type keyJSON struct {
+	Bucket      []string `json:"bucket"`
+	Key         *string  `json:"key,omitempty"`
+	KeyBase64   string   `json:"key_base64,omitempty"`
+	Value       *string  `json:"value,omitempty"`
+	ValueBase64 string   `json:"value_base64,omitempty"`
+	Nested      bool     `json:"nested_bucket,omitempty"` // the key names a nested bucket; no value
+}

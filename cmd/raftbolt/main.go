@@ -10,6 +10,12 @@
 //	raftbolt backup  PATH DEST             consistent copy (store not in use); DEST - is stdout
 //	raftbolt migrate SRC DST               convert a hashicorp/raft-boltdb file
 //
+// info, check, dump and config also read a state-machine file (the one
+// raftbolt.OpenStateMachine keeps an application's state in): its applied
+// index, configuration and buckets; dump prints its keys. They tell the
+// two kinds apart by themselves and say which one they read (-json: the
+// "kind" field, "log_store" or "state_machine").
+//
 // Every command takes -h, -json (machine-readable output) and -lock-timeout;
 // flags may come before or after the paths. Only compact and migrate (its
 // destination) write; the others open the store read-only. A store in use
@@ -18,7 +24,7 @@
 //
 // Exit status: 0 ok, 1 a problem was found (damage, a failed check, no
 // configuration), 2 usage or I/O error (including a locked store or a file
-// that is not a store).
+// of neither kind).
 //
 // The command uses only the package's public API.
 package main
@@ -78,7 +84,8 @@ func usage(w io.Writer) {
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %-8s %-22s %s\n", c.name, c.args, c.summary)
 	}
-	fmt.Fprintf(w, "\nEvery command takes -h, -json and -lock-timeout; flags may come before or after the paths.\n")
+	fmt.Fprintf(w, "\ninfo, check, dump and config also read a state-machine file (OpenStateMachine).\n")
+	fmt.Fprintf(w, "Every command takes -h, -json and -lock-timeout; flags may come before or after the paths.\n")
 	fmt.Fprintf(w, "Exit status: 0 ok, 1 problem found, 2 usage or I/O error.\n")
 	fmt.Fprintf(w, "Run 'raftbolt <command> -h' for a command's flags.\n")
 }

@@ -503,3 +503,268 @@ func TestUsage(t *testing.T) {
 	r = tool(t, "info", text).requireCode(t, 2)
 	require.Contains(t, r.stderr, "not a bbolt database")
 }
+
+// smConf is the configuration the test state machine records.
+var smConf = raft.Configuration{Servers: []raft.Server{
+	{Suffrage: raft.Voter, ID: "node-1", Address: "10.0.0.1:8300"},
+	{Suffrage: raft.Voter, ID: "node-2", Address: "10.0.0.2:8300"},
+	{Suffrage: raft.Voter, ID: "node-3", Address: "10.0.0.3:8300"},
+}}
+
+// setApply is the test state machine's ApplyFunc: "bucket/key=value",
+// "bucket/nested/key=value".
+func setApply(tx *bbolt.Tx, l *raft.Log) interface{} {
+	path, value, _ := strings.Cut(string(l.Data), "=")
+	names := strings.Split(path, "/")
+	b, err := tx.CreateBucketIfNotExists([]byte(names[0]))
+	for _, name := range names[1 : len(names)-1] {
+		if err != nil {
+			break
+		}
+		b, err = b.CreateBucketIfNotExists([]byte(name))
+	}
+	if err != nil {
+		return err
+	}
+	return b.Put([]byte(names[len(names)-1]), []byte(value))
+}
+
+// makeStateMachine writes a closed state-machine file, as a controller's
+// raft would: applied index 46, smConf committed at index 4, bucket "kv"
+// with 41 keys (one of them binary) and a nested bucket "archive", and
+// bucket "nodes" with one key.
+func makeStateMachine(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "state.db")
+	sm, err := raftbolt.OpenStateMachine(path, setApply, quiet())
+	require.NoError(t, err)
+	batch := []*raft.Log{
+		{Index: 1, Term: 1, Type: raft.LogConfiguration, Data: raft.EncodeConfiguration(testConf)},
+		{Index: 2, Term: 1, Type: raft.LogCommand, Data: []byte("nodes/node-1=10.0.0.1:8000")},
+		{Index: 3, Term: 2, Type: raft.LogCommand, Data: []byte("kv/color=blue")},
+		{Index: 4, Term: 2, Type: raft.LogConfiguration, Data: raft.EncodeConfiguration(smConf)},
+		{Index: 5, Term: 2, Type: raft.LogCommand, Data: []byte("kv/bin=\xff\x00\x01")},
+	}
+	// Enough keys that "kv" gets a page of its own (bbolt keeps a small
+	// bucket inline in its parent's page).
+	for i := 6; i <= 44; i++ {
+		data := fmt.Sprintf("kv/user-%02d=%s", i, strings.Repeat("v", 60))
+		batch = append(batch, &raft.Log{Index: uint64(i), Term: 2, Type: raft.LogCommand, Data: []byte(data)})
+	}
+	batch = append(batch,
+		&raft.Log{Index: 45, Term: 3, Type: raft.LogCommand, Data: []byte("kv/archive/old=gone")},
+		&raft.Log{Index: 46, Term: 3, Type: raft.LogNoop})
+	for i, r := range sm.ApplyBatch(batch) {
+		require.Nil(t, r, "entry %d", batch[i].Index)
+	}
+	require.EqualValues(t, 46, sm.AppliedIndex())
+	require.NoError(t, sm.Close())
+	return path
+}
+
+func TestInfoStateMachine(t *testing.T) {
+	path := makeStateMachine(t)
+	before, err := os.ReadFile(path)
+	require.NoError(t, err)
+	r := tool(t, "info", path).requireCode(t, 0)
+	for _, want := range []string{
+		"kind:           state machine\n", "applied index:  46\n",
+		"buckets:        2, 42 keys\n", "  NAME   KEYS  BUCKETS\n", "  kv     41    1\n", "  nodes  1     0\n",
+		"configuration:  index 4, 3 server(s)\n", "  node-3  10.0.0.3:8300  Voter\n",
+	} {
+		require.Contains(t, r.stdout, want)
+	}
+	require.NotContains(t, r.stdout, "_raftbolt")
+
+	r = tool(t, "info", "-json", path).requireCode(t, 0)
+	var info smInfoJSON
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &info))
+	require.Equal(t, "state_machine", info.Kind)
+	require.EqualValues(t, 46, info.AppliedIndex)
+	require.Positive(t, info.FileSize)
+	require.Equal(t, []bucketJSON{{Name: "kv", Keys: 41, Buckets: 1}, {Name: "nodes", Keys: 1}}, info.Buckets)
+	require.EqualValues(t, 4, info.Configuration.Index)
+	require.Len(t, info.Configuration.Servers, 3)
+
+	// The log store's info says its kind too.
+	r = tool(t, "info", "-json", makeStore(t, 1, 3)).requireCode(t, 0)
+	require.Contains(t, r.stdout, `"kind": "log_store"`)
+
+	after, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, before, after, "info wrote to the state machine")
+}
+
+func TestConfigStateMachine(t *testing.T) {
+	path := makeStateMachine(t)
+	r := tool(t, "config", path).requireCode(t, 0)
+	require.Equal(t, "configuration at index 4\n"+
+		"ID      ADDRESS        SUFFRAGE\n"+
+		"node-1  10.0.0.1:8300  Voter\n"+
+		"node-2  10.0.0.2:8300  Voter\n"+
+		"node-3  10.0.0.3:8300  Voter\n", r.stdout)
+	r = tool(t, "config", "-json", path).requireCode(t, 0)
+	var conf struct {
+		Kind string `json:"kind"`
+		configJSON
+	}
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &conf))
+	require.Equal(t, "state_machine", conf.Kind)
+	require.EqualValues(t, 4, conf.Index)
+	require.Len(t, conf.Servers, 3)
+
+	// A state machine that has applied no configuration: exit 1.
+	empty := filepath.Join(t.TempDir(), "state.db")
+	sm, err := raftbolt.OpenStateMachine(empty, setApply, quiet())
+	require.NoError(t, err)
+	require.NoError(t, sm.Close())
+	r = tool(t, "config", empty).requireCode(t, 1)
+	require.Contains(t, r.stderr, "no configuration recorded")
+}
+
+func TestCheckStateMachine(t *testing.T) {
+	path := makeStateMachine(t)
+	before, err := os.ReadFile(path)
+	require.NoError(t, err)
+	r := tool(t, "check", path).requireCode(t, 0)
+	require.Equal(t, path+": ok: state machine, applied index 46, configuration at index 4; "+
+		"2 buckets, 42 keys; every page and record verified\n", r.stdout)
+	r = tool(t, "check", "-json", path).requireCode(t, 0)
+	var out checkJSON
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out))
+	require.True(t, out.OK)
+	require.Equal(t, "state_machine", out.Kind)
+	require.EqualValues(t, 46, *out.AppliedIndex)
+	after, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, before, after, "check wrote to the state machine")
+}
+
+func TestCheckDamagedStateMachine(t *testing.T) {
+	before, err := os.ReadFile(makeStateMachine(t))
+	require.NoError(t, err)
+
+	// The applied record (index 46, term 3, big-endian) fails its checksum.
+	record := filepath.Join(t.TempDir(), "record.db")
+	require.NoError(t, os.WriteFile(record, flipAfter(t, before, []byte{0, 0, 0, 0, 0, 0, 0, 46, 0, 0, 0, 0, 0, 0, 0, 3}), 0o600))
+	r := tool(t, "check", record).requireCode(t, 1)
+	require.Contains(t, r.stdout, record+": DAMAGED (state machine)\n")
+	require.Contains(t, r.stdout, "applied record")
+	r = tool(t, "check", "-json", record).requireCode(t, 1)
+	var out checkJSON
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out))
+	require.False(t, out.OK)
+	require.Equal(t, "state_machine", out.Kind)
+	require.Contains(t, out.Error, "applied record")
+
+	// A page of the application's bucket "kv" with bad page flags: only
+	// checking every page finds it.
+	page := filepath.Join(t.TempDir(), "page.db")
+	require.NoError(t, os.WriteFile(page, damagePage(t, before, []byte("user-17")), 0o600))
+	r = tool(t, "check", page).requireCode(t, 1)
+	require.Contains(t, r.stdout, page+": DAMAGED (state machine)\n")
+	require.Contains(t, r.stdout, "flags")
+	// info and dump, which do not check every page, meet it as damage too.
+	for _, cmd := range []string{"info", "dump"} {
+		r = tool(t, cmd, page).requireCode(t, 1)
+		require.Contains(t, r.stderr, "store corrupt", cmd)
+		require.Contains(t, r.stderr, "raftbolt check "+page, cmd)
+	}
+
+	// A file cut short, inside its pages (bbolt grows a state machine's
+	// file in large steps, so half of it would still hold every page):
+	// damaged, of a kind nothing can tell.
+	short := filepath.Join(t.TempDir(), "short.db")
+	require.NoError(t, os.WriteFile(short, before[:3*4096], 0o600))
+	r = tool(t, "check", short).requireCode(t, 1)
+	require.Contains(t, r.stdout, "DAMAGED")
+	require.Contains(t, r.stdout, "truncated")
+}
+
+// flipAfter returns a copy of data with the byte after every copy of
+// needle flipped.
+func flipAfter(t *testing.T, data, needle []byte) []byte {
+	t.Helper()
+	data = bytes.Clone(data)
+	n := 0
+	for off := 0; ; {
+		j := bytes.Index(data[off:], needle)
+		if j < 0 {
+			break
+		}
+		data[off+j+len(needle)] ^= 0x55
+		off += j + len(needle)
+		n++
+	}
+	require.NotZero(t, n)
+	return data
+}
+
+// damagePage returns a copy of data in which every 4 KiB page holding
+// needle has invalid page flags.
+func damagePage(t *testing.T, data, needle []byte) []byte {
+	t.Helper()
+	data = bytes.Clone(data)
+	const pageSize = 4096
+	n := 0
+	for off := 0; ; {
+		j := bytes.Index(data[off:], needle)
+		if j < 0 {
+			break
+		}
+		start := (off + j) / pageSize * pageSize
+		data[start+8], data[start+9] = 0x7f, 0x7f // page header: id (8 bytes), flags (2)
+		off = start + pageSize
+		n++
+	}
+	require.NotZero(t, n)
+	return data
+}
+
+func TestDumpStateMachine(t *testing.T) {
+	path := makeStateMachine(t)
+	r := tool(t, "dump", path).requireCode(t, 0)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	require.Len(t, lines, 44)
+	require.Equal(t, `bucket=kv key="archive" nested_bucket`, lines[0])
+	require.Equal(t, `bucket=kv/archive key="old" value="gone"`, lines[1])
+	require.Equal(t, `bucket=kv key="bin" value_base64=/wAB`, lines[2])
+	require.Equal(t, `bucket=kv key="color" value="blue"`, lines[3])
+	require.Equal(t, `bucket=nodes key="node-1" value="10.0.0.1:8000"`, lines[43])
+	require.NotContains(t, r.stdout, "_raftbolt")
+
+	r = tool(t, "dump", path, "-json").requireCode(t, 0)
+	sc := bufio.NewScanner(strings.NewReader(r.stdout))
+	var got []keyJSON
+	for sc.Scan() {
+		var k keyJSON
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &k), sc.Text())
+		got = append(got, k)
+	}
+	require.Len(t, got, 44)
+	require.Equal(t, keyJSON{Bucket: []string{"kv"}, Key: ptr("archive"), Nested: true}, got[0])
+	require.Equal(t, keyJSON{Bucket: []string{"kv", "archive"}, Key: ptr("old"), Value: ptr("gone")}, got[1])
+	require.Equal(t, keyJSON{Bucket: []string{"kv"}, Key: ptr("bin"), ValueBase64: "/wAB"}, got[2])
+	require.Equal(t, keyJSON{Bucket: []string{"kv"}, Key: ptr("color"), Value: ptr("blue")}, got[3])
+	require.Equal(t, keyJSON{Bucket: []string{"nodes"}, Key: ptr("node-1"), Value: ptr("10.0.0.1:8000")}, got[43])
+
+	// A state machine has no log entries to choose from.
+	r = tool(t, "dump", "-from", "3", path).requireCode(t, 2)
+	require.Contains(t, r.stderr, "state machine")
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestLockedStateMachine: a state machine a running process holds is
+// locked, as a log store is.
+func TestLockedStateMachine(t *testing.T) {
+	path := makeStateMachine(t)
+	sm, err := raftbolt.OpenStateMachine(path, setApply, quiet())
+	require.NoError(t, err)
+	defer sm.Close()
+	for _, cmd := range []string{"info", "check", "dump", "config"} {
+		r := tool(t, cmd, path, "-lock-timeout", "200ms").requireCode(t, 2)
+		require.Contains(t, r.stderr, "locked by another process", cmd)
+		require.Empty(t, r.stdout, cmd)
+	}
+}

@@ -13,9 +13,11 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/raftbolt/raftbolt"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -103,6 +105,52 @@ func (p *proc) kill() {
 	if p.cmd.ProcessState == nil {
 		_ = p.cmd.Process.Kill()
 		_ = p.cmd.Wait()
+	}
+}
+
+// stop stops the process with SIGTERM, as an operator would, and waits
+// for it to close raft and its files.
+func (p *proc) stop(t *testing.T) {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	exited := make(chan error, 1)
+	go func() { exited <- p.cmd.Wait() }()
+	select {
+	case err := <-exited:
+		require.NoError(t, err, "%s did not exit cleanly:\n%s", p.id, p.stderr.String())
+	case <-time.After(60 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-exited
+		t.Fatalf("%s did not stop within 60s of SIGTERM:\n%s", p.id, p.stderr.String())
+	}
+}
+
+// requireConfiguration opens the files of a stopped node read-only and
+// requires that the log store and the state machine both record the
+// configuration of the servers ids, the one the state machine applied.
+func requireConfiguration(t *testing.T, p *proc, ids ...string) {
+	t.Helper()
+	ro := &raftbolt.Options{ReadOnly: true}
+	store, err := raftbolt.Open(filepath.Join(p.dir, "raft.db"), ro)
+	require.NoError(t, err)
+	defer store.Close()
+	index, conf, err := store.LatestConfiguration()
+	require.NoError(t, err)
+	var got []string
+	for _, s := range conf.Servers {
+		got = append(got, string(s.ID))
+	}
+	require.ElementsMatch(t, ids, got, "%s: the log store's configuration (index %d)", p.id, index)
+
+	sm, err := raftbolt.OpenStateMachine(filepath.Join(p.dir, "state.db"), nil, ro)
+	require.NoError(t, err)
+	defer sm.Close()
+	smIndex, smConf, err := sm.LatestConfiguration()
+	require.NoError(t, err)
+	require.Equal(t, []any{smIndex, smConf}, []any{index, conf},
+		"%s: the log store and the state machine disagree on the configuration", p.id)
+	for _, s := range conf.Servers {
+		require.Equal(t, raft.Voter, s.Suffrage, "%s: %s", p.id, s.ID)
 	}
 }
 
@@ -246,5 +294,16 @@ func TestThreeNodesOverHTTP(t *testing.T) {
 	write(t, back, "PUT", "after", "restart")
 	for _, p := range append(followers, back) {
 		reads(t, p, "after", "restart")
+	}
+
+	// Stopped, every node's log store knows the cluster of three (what
+	// raftbolt config raft.db prints), not only the bootstrap
+	// configuration: the FSM adapter recorded the configurations raft
+	// committed when the others joined.
+	for _, p := range append(followers, back) {
+		p.stop(t)
+	}
+	for _, p := range append(followers, back) {
+		requireConfiguration(t, p, "n1", "n2", "n3")
 	}
 }

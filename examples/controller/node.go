@@ -120,7 +120,12 @@ func openNode(cfg config) (n *node, err error) {
 	if n.hadState, err = raft.HasExistingState(n.store, n.store, snaps); err != nil {
 		return nil, err
 	}
-	if n.raft, err = raft.NewRaft(rc, n.sm, n.store, n.store, snaps, n.trans); err != nil {
+	// NewFSM records every committed configuration in the log store too,
+	// so that raft.db (and raftbolt info/config on it) knows the cluster,
+	// not only the bootstrap configuration; the state machine still gets
+	// every batch, configurations included, and records them itself.
+	fsm := raftbolt.NewFSM(n.store, n.sm)
+	if n.raft, err = raft.NewRaft(rc, fsm, n.store, n.store, snaps, n.trans); err != nil {
 		return nil, err
 	}
 	if !n.hadState && cfg.join == "" {
