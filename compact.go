@@ -10,6 +10,7 @@ import (
 	metrics "github.com/hashicorp/go-metrics"
 	"github.com/raftbolt/raftbolt/internal/boltfile"
 	"github.com/raftbolt/raftbolt/internal/codec"
+	"github.com/raftbolt/raftbolt/internal/layout"
 	"go.etcd.io/bbolt"
 )
 
@@ -96,7 +97,7 @@ func (s *Store) Compact() error {
 	o := s.opts
 	o.NoSync = true // synced once, before the rename
 	o.VerifyOnOpen = false
-	nf, err := boltfile.Create(tmp, fileOptions(&o, s.logger, createLayout))
+	nf, err := boltfile.Create(tmp, fileOptions(&o, s.logger, layout.LogStore.Create))
 	if err != nil {
 		s.endCompaction()
 		return opError(op, s.path, fmt.Errorf("create %s: %w", tmp, err))
@@ -147,11 +148,16 @@ func (s *Store) swapFile(nf *boltfile.File) (*boltfile.File, error) {
 		return nil, err
 	}
 	err := s.finishCopy(nf)
-	s.dbMu.RUnlock()
+	s.runlock()
 	if err != nil {
 		return nil, err
 	}
 	nf.SetNoSync(s.opts.NoSync)
+	// Synced before readers are held up: MoveTo syncs it again, which
+	// then costs nothing.
+	if err := nf.DB().Sync(); err != nil {
+		return nil, err
+	}
 
 	// Readers wait too, only for the rename.
 	s.dbMu.Lock()
@@ -184,22 +190,22 @@ func (s *Store) copyLog(nf *boltfile.File) error {
 		}
 		var more bool
 		err := s.view("compact", func(tx *bbolt.Tx) error {
-			b, err := openBuckets(tx)
+			b, err := layout.LogStore.Buckets(tx)
 			if err != nil {
 				return err
 			}
 			return nf.Update(func(ntx *bbolt.Tx) error {
-				nb, err := openBuckets(ntx)
+				nb, err := layout.LogStore.Buckets(ntx)
 				if err != nil {
 					return err
 				}
-				c := b.log.Cursor()
+				c := b.Log.Cursor()
 				k, v := c.First()
 				if next != nil {
 					k, v = c.Seek(next)
 				}
 				for n := 0; k != nil && n < compactChunk; k, v = c.Next() {
-					if err := nb.log.Put(k, v); err != nil {
+					if err := nb.Log.Put(k, v); err != nil {
 						return err
 					}
 					n += len(k) + len(v)
@@ -210,7 +216,7 @@ func (s *Store) copyLog(nf *boltfile.File) error {
 				return nil
 			})
 		})
-		s.dbMu.RUnlock()
+		s.runlock()
 		if err != nil || !more {
 			return err
 		}
@@ -227,41 +233,41 @@ func (s *Store) finishCopy(nf *boltfile.File) error {
 	first, last := st.first, st.last
 	dirty := s.compaction.dirtyFrom
 	return s.view("compact", func(tx *bbolt.Tx) error {
-		ob, err := openBuckets(tx)
+		ob, err := layout.LogStore.Buckets(tx)
 		if err != nil {
 			return err
 		}
 		return nf.Update(func(ntx *bbolt.Tx) error {
-			nb, err := openBuckets(ntx)
+			nb, err := layout.LogStore.Buckets(ntx)
 			if err != nil {
 				return err
 			}
 			if last == 0 {
-				if err := recreateBucket(ntx, bucketLog); err != nil {
+				if err := recreateBucket(ntx, layout.LogBucket); err != nil {
 					return err
 				}
 			} else {
 				// Keep the copied entries in [first, min(last, dirty-1)].
-				if err := deleteBelow(nb.log, first); err != nil {
+				if err := deleteBelow(nb.Log, first); err != nil {
 					return err
 				}
-				if err := deleteFrom(nb.log, min(last, dirty-1)+1); err != nil {
+				if err := deleteFrom(nb.Log, min(last, dirty-1)+1); err != nil {
 					return err
 				}
 				from := first
-				if k, _ := nb.log.Cursor().Last(); k != nil {
+				if k, _ := nb.Log.Cursor().Last(); k != nil {
 					i, _ := codec.Uint64(k)
 					from = i + 1
 				}
 				key := codec.Key(from)
-				c := ob.log.Cursor()
+				c := ob.Log.Cursor()
 				for k, v := c.Seek(key[:]); k != nil; k, v = c.Next() {
-					if err := nb.log.Put(k, v); err != nil {
+					if err := nb.Log.Put(k, v); err != nil {
 						return err
 					}
 				}
 			}
-			for _, name := range [][]byte{bucketMeta, bucketStable, bucketConfig, bucketConfigIndex} {
+			for _, name := range [][]byte{layout.MetaBucket, layout.StableBucket, layout.ConfigBucket, layout.ConfigIndexBucket} {
 				if err := replaceBucket(ntx, tx.Bucket(name), name); err != nil {
 					return err
 				}

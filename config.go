@@ -5,6 +5,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/raftbolt/raftbolt/internal/codec"
+	"github.com/raftbolt/raftbolt/internal/layout"
 	"go.etcd.io/bbolt"
 )
 
@@ -33,8 +34,8 @@ func (s *Store) recordSnapshotConfiguration(snapshotIndex, index uint64, c raft.
 
 // recordConfiguration records configuration c of the given index. When
 // snapshotIndex is non-zero, c is the configuration of a snapshot taken at
-// snapshotIndex, and the snapshot marks in bucketMeta are raised in the
-// same transaction. The transaction is skipped when nothing would change.
+// snapshotIndex, and the snapshot marks in layout.MetaBucket are raised in
+// the same transaction. The transaction is skipped when nothing would change.
 func (s *Store) recordConfiguration(op string, index uint64, c raft.Configuration, snapshotIndex uint64) error {
 	if err := s.lockWrite(); err != nil {
 		return err
@@ -50,22 +51,22 @@ func (s *Store) recordConfiguration(op string, index uint64, c raft.Configuratio
 	// repeated configuration costs no commit (and no fsync).
 	var writeConfig, writeSnapConf, writeSnapIndex bool
 	err := s.view(op, func(tx *bbolt.Tx) error {
-		b, err := openBuckets(tx)
+		b, err := layout.LogStore.Buckets(tx)
 		if err != nil {
 			return err
 		}
 		if snapshotIndex > 0 {
-			confIndex, err := getUint64(b.meta, keySnapshotConfig)
+			confIndex, err := layout.LogStore.Uint64(b.Meta, layout.KeySnapshotConfig)
 			if err != nil {
 				return err
 			}
-			snapIndex, err := getUint64(b.meta, keySnapshotIndex)
+			snapIndex, err := layout.LogStore.Uint64(b.Meta, layout.KeySnapshotIndex)
 			if err != nil {
 				return err
 			}
 			writeSnapConf, writeSnapIndex = index > confIndex, snapshotIndex > snapIndex
 		}
-		rec := b.config.Get(keyLatest)
+		rec := b.Config.Get(layout.KeyLatest)
 		if rec == nil {
 			writeConfig = true
 			return nil
@@ -86,22 +87,22 @@ func (s *Store) recordConfiguration(op string, index uint64, c raft.Configuratio
 	}
 	rec := codec.AppendConfiguration(nil, index, c)
 	return s.update(op, func(tx *bbolt.Tx) error {
-		b, err := openBuckets(tx)
+		b, err := layout.LogStore.Buckets(tx)
 		if err != nil {
 			return err
 		}
 		if writeSnapConf {
-			if err := putUint64(b.meta, keySnapshotConfig, index); err != nil {
+			if err := layout.LogStore.PutUint64(b.Meta, layout.KeySnapshotConfig, index); err != nil {
 				return err
 			}
 		}
 		if writeSnapIndex {
-			if err := putUint64(b.meta, keySnapshotIndex, snapshotIndex); err != nil {
+			if err := layout.LogStore.PutUint64(b.Meta, layout.KeySnapshotIndex, snapshotIndex); err != nil {
 				return err
 			}
 		}
 		if writeConfig {
-			return b.config.Put(keyLatest, rec)
+			return b.Config.Put(layout.KeyLatest, rec)
 		}
 		return nil
 	})
@@ -114,17 +115,17 @@ func (s *Store) LatestConfiguration() (uint64, raft.Configuration, error) {
 	if err := s.rlock(); err != nil {
 		return 0, raft.Configuration{}, err
 	}
-	defer s.dbMu.RUnlock()
+	defer s.runlock()
 	var (
 		index uint64
 		c     raft.Configuration
 	)
 	err := s.view("latest configuration", func(tx *bbolt.Tx) error {
-		b, err := openBuckets(tx)
+		b, err := layout.LogStore.Buckets(tx)
 		if err != nil {
 			return err
 		}
-		rec := b.config.Get(keyLatest)
+		rec := b.Config.Get(layout.KeyLatest)
 		if rec == nil {
 			return ErrNoConfiguration
 		}

@@ -52,7 +52,7 @@ var (
 
 	// ErrUnsupportedVersion is returned by Open for a store written by a
 	// newer format version than this build reads.
-	ErrUnsupportedVersion = errors.New("unsupported format version")
+	ErrUnsupportedVersion = errs.ErrUnsupportedVersion
 
 	// ErrInvalid is returned for arguments a method cannot accept: a nil
 	// entry, index 0, an empty key, a value over bbolt's size limits, an

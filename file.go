@@ -14,7 +14,8 @@ import (
 // that cannot hang) lives in internal/boltfile.
 
 // fileOptions returns the options a file is opened with. init lays out a
-// new file (createLayout, createStateLayout); nil never creates one.
+// new file (layout.LogStore.Create, layout.StateMachine.Create); nil never
+// creates one.
 func fileOptions(o *Options, logger hclog.Logger, init func(tx *bbolt.Tx) error) boltfile.Options {
 	return boltfile.Options{
 		ReadOnly:        o.ReadOnly,

@@ -8,6 +8,7 @@ import (
 	metrics "github.com/hashicorp/go-metrics"
 	"github.com/hashicorp/raft"
 	"github.com/raftbolt/raftbolt/internal/codec"
+	"github.com/raftbolt/raftbolt/internal/layout"
 	"go.etcd.io/bbolt"
 )
 
@@ -45,7 +46,7 @@ func (s *Store) GetLog(index uint64, log *raft.Log) error {
 	if err := s.rlock(); err != nil {
 		return err
 	}
-	defer s.dbMu.RUnlock()
+	defer s.runlock()
 	st := s.state.Load()
 	for {
 		err := s.getLog(st, index, log)
@@ -149,7 +150,7 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 
 	err = s.update(op, func(tx *bbolt.Tx) error {
 		// Only the buckets this batch writes are opened.
-		log, err := openBucket(tx, bucketLog)
+		log, err := layout.LogStore.Bucket(tx, layout.LogBucket)
 		if err != nil {
 			return err
 		}
@@ -161,7 +162,7 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 			}
 			if isConfigEntry(l.Type) {
 				if configIndex == nil {
-					if configIndex, err = openBucket(tx, bucketConfigIndex); err != nil {
+					if configIndex, err = layout.LogStore.Bucket(tx, layout.ConfigIndexBucket); err != nil {
 						return err
 					}
 				}
@@ -171,22 +172,22 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 			}
 		}
 		if boot != nil {
-			config, err := openBucket(tx, bucketConfig)
+			config, err := layout.LogStore.Bucket(tx, layout.ConfigBucket)
 			if err != nil {
 				return err
 			}
-			if config.Get(keyLatest) == nil {
-				if err := config.Put(keyLatest, boot); err != nil {
+			if config.Get(layout.KeyLatest) == nil {
+				if err := config.Put(layout.KeyLatest, boot); err != nil {
 					return err
 				}
 			}
 		}
 		if staged != commit {
-			meta, err := openBucket(tx, bucketMeta)
+			meta, err := layout.LogStore.Bucket(tx, layout.MetaBucket)
 			if err != nil {
 				return err
 			}
-			return putUint64(meta, keyCommit, staged)
+			return layout.LogStore.PutUint64(meta, layout.KeyCommit, staged)
 		}
 		return nil
 	})
@@ -304,24 +305,24 @@ func (s *Store) DeleteRange(from, to uint64) error {
 			// raft deletes the whole log after installing a snapshot:
 			// dropping the buckets frees their pages at once, where
 			// deleting key by key rewrites every page of the tree.
-			for _, name := range [][]byte{bucketLog, bucketConfigIndex} {
+			for _, name := range [][]byte{layout.LogBucket, layout.ConfigIndexBucket} {
 				if err := recreateBucket(tx, name); err != nil {
 					return err
 				}
 			}
 			return nil
 		}
-		b, err := openBuckets(tx)
+		b, err := layout.LogStore.Buckets(tx)
 		if err != nil {
 			return err
 		}
 		for i := lo; i <= hi; i++ {
 			key := codec.Key(i)
-			if err := b.log.Delete(key[:]); err != nil {
+			if err := b.Log.Delete(key[:]); err != nil {
 				return fmt.Errorf("entry %d: %w", i, err)
 			}
 		}
-		return deleteKeys(b.configIndex, lo, hi)
+		return deleteKeys(b.ConfigIndex, lo, hi)
 	})
 	if err != nil {
 		s.publish(st) // nothing was deleted
@@ -338,7 +339,7 @@ func (s *Store) DeleteRange(from, to uint64) error {
 
 // recreateBucket replaces bucket name of tx with an empty one.
 func recreateBucket(tx *bbolt.Tx, name []byte) error {
-	if _, err := openBucket(tx, name); err != nil {
+	if _, err := layout.LogStore.Bucket(tx, name); err != nil {
 		return err
 	}
 	if err := tx.DeleteBucket(name); err != nil {
@@ -406,22 +407,22 @@ func (s *Store) GetCommitIndex() (uint64, error) {
 	if err := s.rlock(); err != nil {
 		return 0, err
 	}
-	defer s.dbMu.RUnlock()
+	defer s.runlock()
 	st := s.loadState()
 	c := min(st.commit, st.last)
 	if c == 0 {
 		return 0, nil
 	}
 	err := s.view("get commit index", func(tx *bbolt.Tx) error {
-		b, err := openBuckets(tx)
+		b, err := layout.LogStore.Buckets(tx)
 		if err != nil {
 			return err
 		}
-		snapIndex, err := getUint64(b.meta, keySnapshotIndex)
+		snapIndex, err := layout.LogStore.Uint64(b.Meta, layout.KeySnapshotIndex)
 		if err != nil {
 			return err
 		}
-		covered, err := getUint64(b.meta, keySnapshotConfig)
+		covered, err := layout.LogStore.Uint64(b.Meta, layout.KeySnapshotConfig)
 		if err != nil {
 			return err
 		}
@@ -430,7 +431,7 @@ func (s *Store) GetCommitIndex() (uint64, error) {
 				"commit_index", c, "snapshot_index", snapIndex, "limit", limit)
 			c = snapIndex + uint64(limit)
 		}
-		if cfg := newestAtOrBelow(b.configIndex, c); cfg > covered {
+		if cfg := newestAtOrBelow(b.ConfigIndex, c); cfg > covered {
 			s.logger.Debug("commit index capped below a configuration entry no snapshot covers",
 				"commit_index", c, "configuration_index", cfg, "snapshot_configuration_index", covered)
 			c = cfg - 1

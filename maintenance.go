@@ -6,6 +6,7 @@ import (
 
 	"github.com/raftbolt/raftbolt/internal/boltfile"
 	"github.com/raftbolt/raftbolt/internal/codec"
+	"github.com/raftbolt/raftbolt/internal/layout"
 	"go.etcd.io/bbolt"
 )
 
@@ -23,22 +24,22 @@ func (s *Store) Check() error {
 	}
 	defer s.release(f)
 	return wrapOp("check", s.path, f.View(func(tx *bbolt.Tx) error {
-		if _, err := inspectLayout(tx); err != nil {
+		if _, err := inspectStore(tx); err != nil {
 			return err
 		}
-		b, err := openBuckets(tx)
+		b, err := layout.LogStore.Buckets(tx)
 		if err != nil {
 			return err
 		}
 		if err := checkLog(b); err != nil {
 			return err
 		}
-		for _, key := range [][]byte{keyCommit, keySnapshotIndex, keySnapshotConfig} {
-			if _, err := getUint64(b.meta, key); err != nil {
+		for _, key := range [][]byte{layout.KeyCommit, layout.KeySnapshotIndex, layout.KeySnapshotConfig} {
+			if _, err := layout.LogStore.Uint64(b.Meta, key); err != nil {
 				return err
 			}
 		}
-		if err := b.stable.ForEach(func(k, v []byte) error {
+		if err := b.Stable.ForEach(func(k, v []byte) error {
 			if _, err := codec.DecodeValue(k, v); err != nil {
 				return corruptf("stable key %q: %v", k, err)
 			}
@@ -46,7 +47,7 @@ func (s *Store) Check() error {
 		}); err != nil {
 			return err
 		}
-		if rec := b.config.Get(keyLatest); rec != nil {
+		if rec := b.Config.Get(layout.KeyLatest); rec != nil {
 			if _, _, err := codec.DecodeConfiguration(rec); err != nil {
 				return corruptf("configuration record: %v", err)
 			}
@@ -62,7 +63,7 @@ func (s *Store) acquire() (*boltfile.File, error) {
 	if err := s.rlock(); err != nil {
 		return nil, err
 	}
-	defer s.dbMu.RUnlock()
+	defer s.runlock()
 	s.file.Acquire()
 	return s.file, nil
 }
@@ -74,9 +75,9 @@ func (s *Store) release(f *boltfile.File) {
 	}
 }
 
-func checkLog(b buckets) error {
+func checkLog(b layout.LogBuckets) error {
 	var prev uint64
-	c := b.log.Cursor()
+	c := b.Log.Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		index, ok := codec.Uint64(k)
 		if !ok {
@@ -92,23 +93,23 @@ func checkLog(b buckets) error {
 		if got != index {
 			return corruptf("entry %d: record holds index %d", index, got)
 		}
-		if isConfigEntry(typ) && b.configIndex.Get(k) == nil {
-			return corruptf("entry %d: configuration entry missing from bucket %q", index, bucketConfigIndex)
+		if isConfigEntry(typ) && b.ConfigIndex.Get(k) == nil {
+			return corruptf("entry %d: configuration entry missing from bucket %q", index, layout.ConfigIndexBucket)
 		}
 		prev = index
 	}
-	c = b.configIndex.Cursor()
+	c = b.ConfigIndex.Cursor()
 	for k, _ := c.First(); k != nil; k, _ = c.Next() {
 		index, ok := codec.Uint64(k)
 		if !ok {
-			return corruptf("bucket %q: key %x is not an 8-byte index", bucketConfigIndex, k)
+			return corruptf("bucket %q: key %x is not an 8-byte index", layout.ConfigIndexBucket, k)
 		}
-		v := b.log.Get(k)
+		v := b.Log.Get(k)
 		if v == nil {
-			return corruptf("bucket %q lists entry %d, which is not in the log", bucketConfigIndex, index)
+			return corruptf("bucket %q lists entry %d, which is not in the log", layout.ConfigIndexBucket, index)
 		}
 		if _, typ, err := codec.CheckEntry(v); err == nil && !isConfigEntry(typ) {
-			return corruptf("bucket %q lists entry %d, which is a %v entry", bucketConfigIndex, index, typ)
+			return corruptf("bucket %q lists entry %d, which is a %v entry", layout.ConfigIndexBucket, index, typ)
 		}
 	}
 	return nil
@@ -171,7 +172,7 @@ func (s *Store) Stats() (Stats, error) {
 	if err := s.rlock(); err != nil {
 		return Stats{}, err
 	}
-	defer s.dbMu.RUnlock()
+	defer s.runlock()
 	ls := s.loadState()
 	st := Stats{
 		FormatVersion:  s.format,

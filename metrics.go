@@ -102,7 +102,7 @@ func (s *Store) emitGauges() {
 	if !s.dbMu.TryRLock() {
 		return // closing or swapping files: skip this tick
 	}
-	defer s.dbMu.RUnlock()
+	defer s.runlock()
 	if s.closed.Load() {
 		return
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/raftbolt/raftbolt/internal/boltfile"
 	rcodec "github.com/raftbolt/raftbolt/internal/codec"
+	"github.com/raftbolt/raftbolt/internal/layout"
 	"go.etcd.io/bbolt"
 )
 
@@ -282,7 +283,7 @@ func (m *migration) scanSource() error {
 // checkLayout refuses anything but raft-boltdb's two buckets, saying what
 // the file is instead.
 func (m *migration) checkLayout(tx *bbolt.Tx) error {
-	if meta := tx.Bucket(bucketMeta); meta != nil && meta.Get(keyFormat) != nil {
+	if meta := tx.Bucket(layout.MetaBucket); meta != nil && meta.Get(layout.KeyFormat) != nil {
 		return fmt.Errorf("%w: source %s is already a raftbolt file, not a hashicorp/raft-boltdb one: "+
 			"open it with raftbolt.Open, there is nothing to migrate", ErrNotStore, m.src)
 	}
@@ -597,12 +598,12 @@ func (m *migration) verify(tmp string) (err error) {
 		return err
 	}
 	err = s.view("verify", func(tx *bbolt.Tx) error {
-		if n := tx.Bucket(bucketStable).Stats().KeyN; n != m.stableKeys {
+		if n := tx.Bucket(layout.StableBucket).Stats().KeyN; n != m.stableKeys {
 			return corruptf("verify: the copy has %d stable keys, the source %d", n, m.stableKeys)
 		}
 		return nil
 	})
-	s.dbMu.RUnlock()
+	s.runlock()
 	if err != nil {
 		return err
 	}

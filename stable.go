@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 
 	"github.com/raftbolt/raftbolt/internal/codec"
+	"github.com/raftbolt/raftbolt/internal/layout"
 	"go.etcd.io/bbolt"
 )
 
@@ -94,11 +95,11 @@ func (s *Store) Set(key, val []byte) error {
 	}
 	rec := codec.AppendValue(nil, key, val)
 	err := s.update(op, func(tx *bbolt.Tx) error {
-		b, err := openBuckets(tx)
+		b, err := layout.LogStore.Buckets(tx)
 		if err != nil {
 			return err
 		}
-		return b.stable.Put(key, rec)
+		return b.Stable.Put(key, rec)
 	})
 	s.stable.mu.Lock()
 	defer s.stable.mu.Unlock()
@@ -156,7 +157,7 @@ func (s *Store) getStable(op string, key []byte, fn func(v []byte)) error {
 	if err := s.rlock(); err != nil {
 		return err
 	}
-	defer s.dbMu.RUnlock()
+	defer s.runlock()
 	if err := checkKey(key); err != nil {
 		return opError(op, s.path, err)
 	}
@@ -170,11 +171,11 @@ func (s *Store) getStable(op string, key []byte, fn func(v []byte)) error {
 	}
 	var v mirroredValue
 	err := s.view(op, func(tx *bbolt.Tx) error {
-		b, err := openBuckets(tx)
+		b, err := layout.LogStore.Buckets(tx)
 		if err != nil {
 			return err
 		}
-		rec := b.stable.Get(key)
+		rec := b.Stable.Get(key)
 		if rec == nil {
 			return nil
 		}

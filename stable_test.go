@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/raftbolt/raftbolt/internal/layout"
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/bbolt"
 )
@@ -70,7 +71,7 @@ func TestStableDamagedValueIsNeverMirrored(t *testing.T) {
 	db, err := bbolt.Open(s.Path(), 0o600, nil)
 	require.NoError(t, err)
 	require.NoError(t, db.Update(func(tx *bbolt.Tx) error {
-		st := tx.Bucket(bucketStable)
+		st := tx.Bucket(layout.StableBucket)
 		rec := bytes.Clone(st.Get(key))
 		rec[2] ^= 1
 		return st.Put(key, rec)

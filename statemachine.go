@@ -8,15 +8,13 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strconv"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"github.com/raftbolt/raftbolt/internal/boltfile"
-	"github.com/raftbolt/raftbolt/internal/codec"
+	"github.com/raftbolt/raftbolt/internal/layout"
 	"go.etcd.io/bbolt"
 )
 
@@ -65,22 +63,13 @@ type StateMachine struct {
 	opts   Options // defaults applied
 	logger hclog.Logger
 
-	// writeMu serializes everything that writes or replaces the file:
-	// Apply, ApplyBatch, StoreConfiguration, Restore and Close. It is held
-	// from reading the applied index to updating it, so no entry is
-	// applied twice. file and closed only change under writeMu and dbMu
-	// (exclusive) together, so a holder of writeMu may use file without
-	// dbMu.
-	writeMu sync.Mutex
-
-	// dbMu guards file and closed for the readers that do not take
-	// writeMu (View, LatestConfiguration, Snapshot): they hold it shared
-	// while they use file, or take a reference to it (Snapshot). Close and
-	// Restore's swap hold it exclusively, so a reader waits for a swap
-	// instead of failing or seeing a closed file.
-	dbMu   sync.RWMutex
-	file   *boltfile.File
-	closed atomic.Bool
+	// handleLocks guard file (locks.go): Apply, ApplyBatch,
+	// StoreConfiguration, Restore and Close hold writeMu, from reading the
+	// applied index to updating it, so no entry is applied twice; View,
+	// LatestConfiguration and Snapshot hold dbMu shared, and wait for a
+	// Restore's swap instead of failing or seeing a closed file.
+	handleLocks
+	file *boltfile.File
 
 	// applied and appliedTerm mirror the applied record of the file after
 	// the last committed write or Restore; written under writeMu after the
@@ -98,25 +87,6 @@ var (
 	_ raft.FSM                = (*StateMachine)(nil)
 	_ raft.BatchingFSM        = (*StateMachine)(nil)
 	_ raft.ConfigurationStore = (*StateMachine)(nil)
-)
-
-// The state file's layout: one reserved top-level bucket; every other
-// bucket is the application's.
-var (
-	// bucketState holds the state machine's own records. The leading
-	// underscore keeps it apart from the names applications choose, and
-	// from the log store's "raftbolt", so neither kind of file is taken
-	// for the other.
-	bucketState = []byte("_raftbolt")
-	// keyApplied holds the index and term of the last applied entry: a
-	// value record of 16 bytes, both big-endian. Every transaction that
-	// applies entries writes it.
-	keyApplied = []byte("applied")
-	// keyConfig holds the latest committed configuration record
-	// (internal/codec), absent until one is committed.
-	keyConfig = []byte("config")
-	// keyFormat ("format", shared with the log store) holds the format
-	// record, kind codec.KindStateMachine.
 )
 
 // DefaultStateMachineMmapSize is the initial size of a state file's memory
@@ -173,12 +143,13 @@ func OpenStateMachine(path string, apply ApplyFunc, opts *Options) (*StateMachin
 		opts:   o,
 		logger: o.Logger.With("path", path),
 	}
+	m.readOnly = o.ReadOnly
 	start := time.Now()
 	created, err := m.open()
 	if err != nil {
 		return nil, err
 	}
-	m.logger.Info("opened state machine", "format_version", formatVersion, "created", created,
+	m.logger.Info("opened state machine", "format_version", layout.Version, "created", created,
 		"read_only", o.ReadOnly, "applied_index", m.applied.Load(), "duration", time.Since(start))
 	return m, nil
 }
@@ -187,7 +158,7 @@ func OpenStateMachine(path string, apply ApplyFunc, opts *Options) (*StateMachin
 // applied record.
 func (m *StateMachine) open() (created bool, err error) {
 	const op = "open state machine"
-	f, created, err := boltfile.Open(m.path, fileOptions(&m.opts, m.logger, createStateLayout))
+	f, created, err := boltfile.Open(m.path, fileOptions(&m.opts, m.logger, layout.StateMachine.Create))
 	if err != nil {
 		if m.opts.ReadOnly && errors.Is(err, fs.ErrNotExist) {
 			err = fmt.Errorf("read-only: %w", err)
@@ -214,12 +185,12 @@ func (m *StateMachine) open() (created bool, err error) {
 // transaction.
 func (m *StateMachine) checkLayout() error {
 	const op = "open state machine"
-	var l layout
+	var l layout.Class
 	err := m.view(m.file, op, func(tx *bbolt.Tx) (err error) {
-		l, err = inspectStateLayout(tx)
+		l, err = inspectStateFile(tx)
 		return err
 	})
-	if err != nil || l == layoutStore {
+	if err != nil || l == layout.Complete {
 		return err
 	}
 	if m.opts.ReadOnly {
@@ -227,110 +198,16 @@ func (m *StateMachine) checkLayout() error {
 	}
 	return m.update(op, func(tx *bbolt.Tx) error {
 		// Checked again inside the transaction that writes.
-		if l, err := inspectStateLayout(tx); err != nil || l != layoutEmpty {
+		if l, err := inspectStateFile(tx); err != nil || l != layout.Empty {
 			return fmt.Errorf("layout changed while opening: %v", err)
 		}
-		return createStateLayout(tx)
+		return layout.StateMachine.Create(tx)
 	})
-}
-
-// createStateLayout creates the reserved bucket, its format record and an
-// applied index of 0, in the one write transaction that turns an empty
-// file into a state file.
-func createStateLayout(tx *bbolt.Tx) error {
-	b, err := tx.CreateBucket(bucketState)
-	if err != nil {
-		return fmt.Errorf("create bucket %q: %w", bucketState, err)
-	}
-	if err := b.Put(keyFormat, codec.AppendFormat(nil, codec.Format{Version: formatVersion, Kind: codec.KindStateMachine})); err != nil {
-		return err
-	}
-	return b.Put(keyApplied, encodeApplied(0, 0))
-}
-
-// inspectStateLayout classifies the file open in tx without changing it:
-// empty (no bucket at all), a state file (layoutStore), or an error.
-func inspectStateLayout(tx *bbolt.Tx) (layout, error) {
-	b := tx.Bucket(bucketState)
-	if b == nil {
-		var names []string
-		_ = tx.ForEach(func(name []byte, _ *bbolt.Bucket) error {
-			names = append(names, fmt.Sprintf("%q", name))
-			return nil
-		})
-		switch {
-		case len(names) == 0:
-			return layoutEmpty, nil
-		case tx.Bucket(bucketMeta) != nil:
-			return 0, fmt.Errorf("%w: this is a raftbolt log store (bucket %q); a state machine needs a file of its own",
-				ErrNotStore, bucketMeta)
-		case isRaftBoltDB(tx):
-			return 0, fmt.Errorf("%w: this is a hashicorp/raft-boltdb store (buckets \"logs\" and \"conf\"), not a state machine", ErrNotStore)
-		}
-		return 0, fmt.Errorf("%w: the bbolt database holds buckets %s but no bucket %q with a state-machine format record",
-			ErrNotStore, strings.Join(names, ", "), bucketState)
-	}
-	rec := b.Get(keyFormat)
-	if rec == nil {
-		return 0, corruptf("bucket %q has no format record", bucketState)
-	}
-	f, err := codec.DecodeFormat(rec, formatVersion)
-	if errors.Is(err, codec.ErrVersion) {
-		return 0, fmt.Errorf("%w: the state machine was written by format version %d; this build reads version %d and older",
-			ErrUnsupportedVersion, f.Version, formatVersion)
-	}
-	if err != nil {
-		return 0, corruptf("format record: %v", err)
-	}
-	if f.Kind != codec.KindStateMachine {
-		return 0, fmt.Errorf("%w: the file is a raftbolt %s, not a state machine", ErrNotStore, f.Kind)
-	}
-	if _, _, err := decodeApplied(b.Get(keyApplied)); err != nil {
-		return 0, err
-	}
-	if rec := b.Get(keyConfig); rec != nil {
-		if _, _, err := codec.DecodeConfiguration(rec); err != nil {
-			return 0, corruptf("configuration record: %v", err)
-		}
-	}
-	return layoutStore, nil
-}
-
-// encodeApplied returns the applied record: a value record
-// (internal/codec, its checksum covering the key) of the index and term,
-// 8 bytes each, big-endian.
-func encodeApplied(index, term uint64) []byte {
-	v := make([]byte, 0, 16)
-	v = append(v, codec.PutUint64(index)...)
-	v = append(v, codec.PutUint64(term)...)
-	return codec.AppendValue(nil, keyApplied, v)
-}
-
-func decodeApplied(rec []byte) (index, term uint64, err error) {
-	v, err := codec.DecodeValue(keyApplied, rec)
-	if err != nil {
-		return 0, 0, corruptf("the applied record: %v", err)
-	}
-	if len(v) != 16 {
-		return 0, 0, corruptf("the applied record holds %d bytes, not 16", len(v))
-	}
-	index, _ = codec.Uint64(v[:8])
-	term, _ = codec.Uint64(v[8:])
-	return index, term, nil
-}
-
-// readApplied reads the applied record in tx.
-func readApplied(tx *bbolt.Tx) (index, term uint64, err error) {
-	b := tx.Bucket(bucketState)
-	if b == nil {
-		return 0, 0, corruptf("bucket %q is missing", bucketState)
-	}
-	return decodeApplied(b.Get(keyApplied))
 }
 
 func (m *StateMachine) loadApplied() error {
 	return m.view(m.file, "open state machine", func(tx *bbolt.Tx) error {
-		index, term, err := readApplied(tx)
+		index, term, err := layout.StateMachine.Applied(tx)
 		if err != nil {
 			return err
 		}
@@ -369,7 +246,7 @@ func (m *StateMachine) View(fn func(tx *bbolt.Tx) error) (err error) {
 	if err := m.rlock(); err != nil {
 		return err
 	}
-	defer m.dbMu.RUnlock()
+	defer m.runlock()
 	defer func() {
 		if r := recover(); r != nil {
 			err = m.userPanic("view", "", r)
@@ -385,33 +262,20 @@ func (m *StateMachine) LatestConfiguration() (uint64, raft.Configuration, error)
 	if err := m.rlock(); err != nil {
 		return 0, raft.Configuration{}, err
 	}
-	defer m.dbMu.RUnlock()
+	defer m.runlock()
 	var (
 		index uint64
 		c     raft.Configuration
 	)
 	err := m.view(m.file, "latest configuration", func(tx *bbolt.Tx) (err error) {
-		index, c, err = readConfiguration(tx)
+		var ok bool
+		index, c, ok, err = layout.StateMachine.Configuration(tx)
+		if err == nil && !ok {
+			err = ErrNoConfiguration
+		}
 		return err
 	})
 	return index, c, err
-}
-
-// readConfiguration reads the configuration record in tx.
-func readConfiguration(tx *bbolt.Tx) (uint64, raft.Configuration, error) {
-	b := tx.Bucket(bucketState)
-	if b == nil {
-		return 0, raft.Configuration{}, corruptf("bucket %q is missing", bucketState)
-	}
-	rec := b.Get(keyConfig)
-	if rec == nil {
-		return 0, raft.Configuration{}, ErrNoConfiguration
-	}
-	index, c, err := codec.DecodeConfiguration(rec)
-	if err != nil {
-		return 0, raft.Configuration{}, corruptf("configuration record: %v", err)
-	}
-	return index, c, nil
 }
 
 // StoreConfiguration records a committed configuration unless a newer one
@@ -432,7 +296,7 @@ func (m *StateMachine) storeConfiguration(index uint64, c raft.Configuration) er
 	if err := m.lockWrite(); err != nil {
 		return err
 	}
-	defer m.writeMu.Unlock()
+	defer m.unlockWrite()
 	if index == 0 {
 		return opError(op, m.path, invalidf("configuration index 0"))
 	}
@@ -440,24 +304,8 @@ func (m *StateMachine) storeConfiguration(index uint64, c raft.Configuration) er
 		return opError(op, m.path, fmt.Errorf("configuration at index %d: %w", index, err))
 	}
 	return m.update(op, func(tx *bbolt.Tx) error {
-		return putConfiguration(tx, index, c)
+		return layout.StateMachine.PutConfiguration(tx, index, c)
 	})
-}
-
-// putConfiguration records c at index in tx unless the recorded one is as
-// new or newer.
-func putConfiguration(tx *bbolt.Tx, index uint64, c raft.Configuration) error {
-	b := tx.Bucket(bucketState)
-	if b == nil {
-		return corruptf("bucket %q is missing", bucketState)
-	}
-	if rec := b.Get(keyConfig); rec != nil {
-		// A damaged record is replaced rather than kept failing.
-		if cur, _, err := codec.DecodeConfiguration(rec); err == nil && cur >= index {
-			return nil
-		}
-	}
-	return b.Put(keyConfig, codec.AppendConfiguration(nil, index, c))
 }
 
 // Close closes the state file. It waits for a write in progress, and
@@ -466,10 +314,8 @@ func putConfiguration(tx *bbolt.Tx, index uint64, c raft.Configuration) error {
 // Release. A second Close returns nil; every other method then returns
 // ErrClosed (entries get it as their response).
 func (m *StateMachine) Close() error {
-	m.writeMu.Lock()
-	defer m.writeMu.Unlock()
-	m.dbMu.Lock()
-	defer m.dbMu.Unlock()
+	m.lockAll()
+	defer m.unlockAll()
 	if m.closed.Load() {
 		return nil
 	}
@@ -480,33 +326,6 @@ func (m *StateMachine) Close() error {
 	err := wrapOp("close state machine", m.path, m.file.Close())
 	m.logger.Debug("closed state machine")
 	return err
-}
-
-// rlock takes dbMu shared, or returns ErrClosed without holding it.
-func (m *StateMachine) rlock() error {
-	m.dbMu.RLock()
-	if m.closed.Load() {
-		m.dbMu.RUnlock()
-		return ErrClosed
-	}
-	return nil
-}
-
-// lockWrite takes writeMu for a write, or returns ErrClosed or
-// ErrReadOnly without holding it.
-func (m *StateMachine) lockWrite() error {
-	if m.opts.ReadOnly {
-		if m.closed.Load() {
-			return ErrClosed
-		}
-		return ErrReadOnly
-	}
-	m.writeMu.Lock()
-	if m.closed.Load() {
-		m.writeMu.Unlock()
-		return ErrClosed
-	}
-	return nil
 }
 
 // view runs fn in a read transaction of f (the current file, or one

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/hashicorp/raft"
+	"github.com/raftbolt/raftbolt/internal/layout"
 	"go.etcd.io/bbolt"
 )
 
@@ -76,7 +77,7 @@ func (m *StateMachine) ApplyBatch(logs []*raft.Log) []interface{} {
 		fill(resp, err)
 		return resp
 	}
-	defer m.writeMu.Unlock()
+	defer m.unlockWrite()
 	if err := m.file.Broken(); err != nil {
 		fill(resp, wrapOp("apply", m.path, err))
 		return resp
@@ -203,18 +204,14 @@ func (m *StateMachine) runTx(logs []*raft.Log, resp []interface{}, advance *raft
 					resp[i] = opError("apply", m.path, fmt.Errorf("configuration entry %d: %w", l.Index, err))
 					continue
 				}
-				if err := putConfiguration(tx, l.Index, c); err != nil {
+				if err := layout.StateMachine.PutConfiguration(tx, l.Index, c); err != nil {
 					return fmt.Errorf("configuration entry %d: %w", l.Index, err)
 				}
 			default:
 				resp[i] = nil
 			}
 		}
-		b := tx.Bucket(bucketState)
-		if b == nil {
-			return corruptf("bucket %q is missing", bucketState)
-		}
-		return b.Put(keyApplied, encodeApplied(rec.Index, rec.Term))
+		return layout.StateMachine.PutApplied(tx, rec.Index, rec.Term)
 	})
 	if failed >= 0 {
 		return failed, ferr, nil
@@ -259,8 +256,8 @@ func (m *StateMachine) applyEntry(tx *bbolt.Tx, l *raft.Log) (resp interface{}, 
 	if err, isErr := resp.(error); isErr && err != nil {
 		return err, false, nil
 	}
-	if tx.Bucket(bucketState) == nil {
-		return opError("apply", m.path, invalidf("entry %d: apply deleted the reserved bucket %q", l.Index, bucketState)), false, nil
+	if tx.Bucket(layout.StateBucket) == nil {
+		return opError("apply", m.path, invalidf("entry %d: apply deleted the reserved bucket %q", l.Index, layout.StateBucket)), false, nil
 	}
 	return resp, true, nil
 }

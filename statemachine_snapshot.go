@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/raftbolt/raftbolt/internal/boltfile"
+	"github.com/raftbolt/raftbolt/internal/layout"
 	"go.etcd.io/bbolt"
 )
 
@@ -28,7 +29,7 @@ func (m *StateMachine) Snapshot() (raft.FSMSnapshot, error) {
 	if err := m.rlock(); err != nil {
 		return nil, err
 	}
-	defer m.dbMu.RUnlock()
+	defer m.runlock()
 	f := m.file
 	if err := f.Broken(); err != nil {
 		return nil, wrapOp(op, m.path, err)
@@ -139,7 +140,7 @@ func (m *StateMachine) restore(rc io.ReadCloser, unlessSame bool) (swapped bool,
 	if err := m.lockWrite(); err != nil {
 		return false, err
 	}
-	defer m.writeMu.Unlock()
+	defer m.unlockWrite()
 
 	staged := m.path + restoreSuffix
 	_ = os.Remove(staged)
@@ -229,14 +230,14 @@ func (m *StateMachine) openStaged(staged string, size int64) (f *boltfile.File, 
 		return nil, 0, 0, err
 	}
 	err = f.View(func(tx *bbolt.Tx) error {
-		l, err := inspectStateLayout(tx)
+		l, err := inspectStateFile(tx)
 		if err != nil {
 			return err
 		}
-		if l != layoutStore {
+		if l != layout.Complete {
 			return fmt.Errorf("%w: the stream is a bbolt database without any bucket", ErrNotStore)
 		}
-		index, term, err = readApplied(tx)
+		index, term, err = layout.StateMachine.Applied(tx)
 		return err
 	})
 	if err != nil {
@@ -253,20 +254,21 @@ func (m *StateMachine) keepNewerConfiguration(nf *boltfile.File) error {
 	var (
 		index uint64
 		c     raft.Configuration
+		ok    bool
 	)
 	err := m.view(m.file, "restore", func(tx *bbolt.Tx) (err error) {
-		index, c, err = readConfiguration(tx)
+		index, c, ok, err = layout.StateMachine.Configuration(tx)
 		return err
 	})
 	switch {
-	case err == ErrNoConfiguration:
-		return nil
 	case err != nil:
 		m.logger.Warn("cannot read the current configuration; the snapshot's is kept", "error", err)
 		return nil
+	case !ok:
+		return nil
 	}
 	return nf.Update(func(tx *bbolt.Tx) error {
-		return putConfiguration(tx, index, c)
+		return layout.StateMachine.PutConfiguration(tx, index, c)
 	})
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"github.com/raftbolt/raftbolt/internal/codec"
+	"github.com/raftbolt/raftbolt/internal/layout"
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/bbolt"
 )
@@ -211,15 +212,15 @@ func TestStateMachineRefusesOtherFilesWithoutChangingThem(t *testing.T) {
 		}, ErrNotStore, "raft-boltdb"},
 		{"newer format", func(t *testing.T, p string) {
 			boltWith(t, p, func(tx *bbolt.Tx) error {
-				b, err := tx.CreateBucket(bucketState)
+				b, err := tx.CreateBucket(layout.StateBucket)
 				if err != nil {
 					return err
 				}
-				return b.Put(keyFormat, codec.AppendFormat(nil, codec.Format{Version: formatVersion + 1, Kind: codec.KindStateMachine}))
+				return b.Put(layout.KeyFormat, codec.AppendFormat(nil, codec.Format{Version: layout.Version + 1, Kind: codec.KindStateMachine}))
 			})
 		}, ErrUnsupportedVersion, "version 2"},
 		{"no format record", func(t *testing.T, p string) {
-			boltWith(t, p, func(tx *bbolt.Tx) error { _, err := tx.CreateBucket(bucketState); return err })
+			boltWith(t, p, func(tx *bbolt.Tx) error { _, err := tx.CreateBucket(layout.StateBucket); return err })
 		}, ErrCorrupt, "no format record"},
 	}
 	for _, c := range cases {
@@ -412,7 +413,7 @@ func TestStateMachineBatchIsolation(t *testing.T) {
 	t.Run("apply touching the reserved bucket", func(t *testing.T) {
 		bad := func(tx *bbolt.Tx, l *raft.Log) interface{} {
 			if string(l.Data) == "evil" {
-				return tx.DeleteBucket(bucketState)
+				return tx.DeleteBucket(layout.StateBucket)
 			}
 			return kvApply(nil)(tx, l)
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/raftbolt/raftbolt/internal/boltfile"
 	"github.com/raftbolt/raftbolt/internal/codec"
+	"github.com/raftbolt/raftbolt/internal/layout"
 	"github.com/raftbolt/raftbolt/internal/tailcache"
 	"go.etcd.io/bbolt"
 )
@@ -28,7 +29,8 @@ import (
 //	Store.compactMu (one Compact at a time)
 //	Store.writeMu / StateMachine.writeMu (every write)
 //	Store.dbMu / StateMachine.dbMu (the current file)
-//	sharedReader.mu, the tail cache's lock, smSnapshot.mu
+//	stableMirror.mu (held across a first read's transaction), sharedReader.mu,
+//	the tail cache's lock, smSnapshot.mu
 //
 // A long reader (Backup, Check, a state-machine snapshot) holds dbMu only
 // while it takes a reference to the current file (internal/boltfile), never
@@ -38,18 +40,10 @@ type Store struct {
 	opts   Options // defaults applied
 	logger hclog.Logger
 
-	// writeMu serializes every write. It is held from the precondition
-	// checks to the publication of the new state, so what a writer
-	// checked is still true when it commits.
-	writeMu sync.Mutex
-
-	// dbMu guards file and closed. Every method holds it shared while it
-	// uses file, or while it takes a reference to it; Close and Compact's
-	// file swap hold it exclusively, so no method ever sees a closed or
-	// replaced file.
-	dbMu   sync.RWMutex
-	file   *boltfile.File
-	closed atomic.Bool
+	// handleLocks guard file: writers hold writeMu, readers dbMu shared
+	// (locks.go).
+	handleLocks
+	file *boltfile.File
 	// pageSize is file's page size, guarded by dbMu like file. It is read
 	// here, not from bbolt's Info(), which reads bbolt's mmap fields
 	// without bbolt's locks and races with a write transaction that remaps.
@@ -104,7 +98,7 @@ type Store struct {
 // logState is the state of the file after the last committed write (or,
 // for a write that removes entries, the one in progress). first and last
 // are 0 when the log is empty; otherwise the log holds exactly the indexes
-// first..last. commit is the commit index persisted in bucketMeta.
+// first..last. commit is the commit index persisted in layout.MetaBucket.
 type logState struct {
 	first, last, commit uint64
 }
@@ -147,13 +141,14 @@ func Open(path string, opts *Options) (*Store, error) {
 		logger: o.Logger.With("path", path),
 		cache:  tailcache.New(o.CacheSize, o.CacheBytes),
 	}
+	s.readOnly = o.ReadOnly
 	start := time.Now()
 	created, err := s.open()
 	if err != nil {
 		return nil, err
 	}
 	st := s.loadState()
-	s.logger.Info("opened store", "format_version", formatVersion, "created", created,
+	s.logger.Info("opened store", "format_version", layout.Version, "created", created,
 		"read_only", o.ReadOnly, "first_index", st.first, "last_index", st.last,
 		"commit_index", st.commit, "duration", time.Since(start))
 	s.startMetrics()
@@ -163,7 +158,7 @@ func Open(path string, opts *Options) (*Store, error) {
 // open opens the file and loads the store's state. Its errors carry the
 // "raftbolt: open (path)" prefix.
 func (s *Store) open() (created bool, err error) {
-	f, created, err := boltfile.Open(s.path, fileOptions(&s.opts, s.logger, createLayout))
+	f, created, err := boltfile.Open(s.path, fileOptions(&s.opts, s.logger, layout.LogStore.Create))
 	if err != nil {
 		if s.opts.ReadOnly && errors.Is(err, fs.ErrNotExist) {
 			err = fmt.Errorf("read-only: %w", err)
@@ -192,12 +187,12 @@ func (s *Store) open() (created bool, err error) {
 // bucket, made by something else, is laid out in place, in one write
 // transaction.
 func (s *Store) checkLayout() error {
-	var l layout
+	var l layout.Class
 	err := s.view("open", func(tx *bbolt.Tx) (err error) {
-		l, err = inspectLayout(tx)
+		l, err = inspectStore(tx)
 		return err
 	})
-	if err != nil || l == layoutStore {
+	if err != nil || l == layout.Complete {
 		return err
 	}
 	if s.opts.ReadOnly {
@@ -208,22 +203,22 @@ func (s *Store) checkLayout() error {
 	return s.update("create store", func(tx *bbolt.Tx) error {
 		// Checked again inside the transaction that writes: nothing
 		// that exists is ever created twice.
-		if l, err := inspectLayout(tx); err != nil || l != layoutEmpty {
+		if l, err := inspectStore(tx); err != nil || l != layout.Empty {
 			return fmt.Errorf("layout changed while opening: %v", err)
 		}
-		return createLayout(tx)
+		return layout.LogStore.Create(tx)
 	})
 }
 
 // loadFileState reads the file's state and publishes it.
 func (s *Store) loadFileState() error {
 	return s.view("open", func(tx *bbolt.Tx) error {
-		b, err := openBuckets(tx)
+		b, err := layout.LogStore.Buckets(tx)
 		if err != nil {
 			return err
 		}
 		var st logState
-		c := b.log.Cursor()
+		c := b.Log.Cursor()
 		if k, _ := c.First(); k != nil {
 			var ok bool
 			if st.first, ok = codec.Uint64(k); !ok {
@@ -234,12 +229,12 @@ func (s *Store) loadFileState() error {
 				return corruptf("log key %x is not an 8-byte index", k)
 			}
 		}
-		f, err := codec.DecodeFormat(b.meta.Get(keyFormat), formatVersion)
+		f, err := codec.DecodeFormat(b.Meta.Get(layout.KeyFormat), layout.Version)
 		if err != nil {
 			return corruptf("format record: %v", err)
 		}
 		s.format = f.Version
-		if st.commit, err = getUint64(b.meta, keyCommit); err != nil {
+		if st.commit, err = layout.LogStore.Uint64(b.Meta, layout.KeyCommit); err != nil {
 			return err
 		}
 		s.publish(st)
@@ -260,10 +255,8 @@ func (s *Store) Path() string { return s.path }
 // Close returns nil; every other method of a closed store returns
 // ErrClosed.
 func (s *Store) Close() error {
-	s.writeMu.Lock()
-	defer s.writeMu.Unlock()
-	s.dbMu.Lock()
-	defer s.dbMu.Unlock()
+	s.lockAll()
+	defer s.unlockAll()
 	if s.closed.Load() {
 		return nil
 	}
@@ -281,7 +274,7 @@ func (s *Store) Sync() error {
 	if err := s.rlock(); err != nil {
 		return err
 	}
-	defer s.dbMu.RUnlock()
+	defer s.runlock()
 	if s.opts.ReadOnly {
 		return nil
 	}
@@ -289,36 +282,4 @@ func (s *Store) Sync() error {
 		return opError("sync", s.path, err)
 	}
 	return nil
-}
-
-// rlock takes dbMu shared, or returns ErrClosed without holding it.
-func (s *Store) rlock() error {
-	s.dbMu.RLock()
-	if s.closed.Load() {
-		s.dbMu.RUnlock()
-		return ErrClosed
-	}
-	return nil
-}
-
-// lockWrite takes writeMu and dbMu (shared) for a write, or returns
-// ErrClosed or ErrReadOnly holding neither.
-func (s *Store) lockWrite() error {
-	if s.opts.ReadOnly {
-		if s.closed.Load() {
-			return ErrClosed
-		}
-		return ErrReadOnly
-	}
-	s.writeMu.Lock()
-	if err := s.rlock(); err != nil {
-		s.writeMu.Unlock()
-		return err
-	}
-	return nil
-}
-
-func (s *Store) unlockWrite() {
-	s.dbMu.RUnlock()
-	s.writeMu.Unlock()
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/raftbolt/raftbolt/internal/codec"
+	"github.com/raftbolt/raftbolt/internal/layout"
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/bbolt"
 )
@@ -37,9 +38,9 @@ func TestOpenCreatesEveryBucketOnce(t *testing.T) {
 			return nil
 		})
 		require.ElementsMatch(t, []string{"raftbolt", "log", "stable", "config", "config-index"}, names)
-		f, err := codec.DecodeFormat(tx.Bucket(bucketMeta).Get(keyFormat), formatVersion)
+		f, err := codec.DecodeFormat(tx.Bucket(layout.MetaBucket).Get(layout.KeyFormat), layout.Version)
 		require.NoError(t, err)
-		require.Equal(t, codec.Format{Version: formatVersion, Kind: codec.KindLogStore}, f)
+		require.Equal(t, codec.Format{Version: layout.Version, Kind: codec.KindLogStore}, f)
 		return nil
 	}))
 }
@@ -71,8 +72,8 @@ func TestOpenRefusesForeignFilesWithoutChangingThem(t *testing.T) {
 		db, err := bbolt.Open(p, 0o600, nil)
 		require.NoError(t, err)
 		require.NoError(t, db.Update(func(tx *bbolt.Tx) error {
-			rec := codec.AppendFormat(nil, codec.Format{Version: formatVersion + 1, Kind: codec.KindLogStore})
-			return tx.Bucket(bucketMeta).Put(keyFormat, rec)
+			rec := codec.AppendFormat(nil, codec.Format{Version: layout.Version + 1, Kind: codec.KindLogStore})
+			return tx.Bucket(layout.MetaBucket).Put(layout.KeyFormat, rec)
 		}))
 		require.NoError(t, db.Close())
 		return p
@@ -564,7 +565,7 @@ func TestGetLogDetectsCorruption(t *testing.T) {
 	db, err := bbolt.Open(s.Path(), 0o600, nil)
 	require.NoError(t, err)
 	require.NoError(t, db.Update(func(tx *bbolt.Tx) error {
-		b := tx.Bucket(bucketLog)
+		b := tx.Bucket(layout.LogBucket)
 		k4, k6, k8 := codec.Key(4), codec.Key(6), codec.Key(8)
 		flipped := bytes.Clone(b.Get(k4[:]))
 		flipped[len(flipped)/2] ^= 0x40
@@ -605,10 +606,10 @@ func TestMissingEntriesAndDamagedValuesAreCorruption(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, db.Update(func(tx *bbolt.Tx) error {
 		k := codec.Key(6)
-		if err := tx.Bucket(bucketLog).Delete(k[:]); err != nil {
+		if err := tx.Bucket(layout.LogBucket).Delete(k[:]); err != nil {
 			return err
 		}
-		st := tx.Bucket(bucketStable)
+		st := tx.Bucket(layout.StableBucket)
 		rec := bytes.Clone(st.Get([]byte("CurrentTerm")))
 		rec[3] ^= 1
 		if err := st.Put([]byte("CurrentTerm"), rec); err != nil {
@@ -645,7 +646,7 @@ func TestCheckFindsHoles(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, db.Update(func(tx *bbolt.Tx) error {
 		k := codec.Key(6)
-		return tx.Bucket(bucketLog).Delete(k[:])
+		return tx.Bucket(layout.LogBucket).Delete(k[:])
 	}))
 	require.NoError(t, db.Close())
 
@@ -803,8 +804,8 @@ func TestCompactReclaimsSpaceAndKeepsEverything(t *testing.T) {
 	require.NoError(t, err)
 	require.Less(t, after.FileSize, before.FileSize/5, "compacted to under 20%%")
 	require.NotNil(t, after.LastCompaction)
-	require.EqualValues(t, formatVersion, before.FormatVersion)
-	require.EqualValues(t, formatVersion, after.FormatVersion)
+	require.EqualValues(t, layout.Version, before.FormatVersion)
+	require.EqualValues(t, layout.Version, after.FormatVersion)
 	require.NoError(t, s.Check())
 	for i := uint64(19901); i <= 20000; i++ {
 		var l raft.Log

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/raftbolt/raftbolt/internal/boltfile"
+	"github.com/raftbolt/raftbolt/internal/layout"
 	"go.etcd.io/bbolt"
 )
 
@@ -114,9 +115,9 @@ func (r *sharedReader) get(key []byte, fn func(v []byte) error) error {
 	}
 	r.mu.RUnlock()
 	return r.file.View(func(tx *bbolt.Tx) error {
-		log := tx.Bucket(bucketLog)
+		log := tx.Bucket(layout.LogBucket)
 		if log == nil {
-			return corruptf("bucket %q is missing", bucketLog)
+			return corruptf("bucket %q is missing", layout.LogBucket)
 		}
 		return fn(log.Get(key))
 	})
@@ -147,7 +148,7 @@ func (r *sharedReader) open() {
 	if err != nil {
 		return // the caller falls back to a transaction of its own, which reports the error
 	}
-	log := tx.Bucket(bucketLog)
+	log := tx.Bucket(layout.LogBucket)
 	if log == nil {
 		_ = tx.Rollback()
 		return

@@ -15,4 +15,6 @@ var (
 	ErrLocked   = errors.New("store locked by another process or handle")
 	ErrNotStore = errors.New("not a raftbolt store")
 	ErrInvalid  = errors.New("invalid argument")
+
+	ErrUnsupportedVersion = errors.New("unsupported format version")
 )
