@@ -3,12 +3,15 @@ package raftbolt
 import (
 	"bufio"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -81,11 +84,91 @@ func startChild(t testing.TB, ctx context.Context, mode string, args ...string) 
 	return c
 }
 
-// killWithin kills the child after a random delay of up to d, so that the
-// kill lands at a random point of whatever it is doing.
-func (c *child) killWithin(rng *rand.Rand, d time.Duration) {
-	time.Sleep(time.Duration(rng.Int64N(int64(d))))
-	_ = c.cmd.Process.Kill()
+// crashKills overrides how many times each crash loop kills its child.
+var crashKills = flag.Int("crash.kills", 0,
+	"kills in each crash loop: TestCrashLoop, TestStateMachineCrashLoop, TestCompactCrash (default 20, 20, 8; 2000, 2000, 200 with -soak)")
+
+// killCount is how many times a crash loop kills its child: -crash.kills,
+// else def, or soakDef with -soak.
+func killCount(def, soakDef int) int {
+	switch {
+	case *crashKills != 0:
+		return *crashKills
+	case *soak:
+		return soakDef
+	}
+	return def
+}
+
+// kill says when a crash test kills its child.
+type kill struct {
+	// within: the kill lands at a random moment up to within after the
+	// first line for which the test's onLine returns true.
+	within time.Duration
+	// after: the kill lands this long after the start (0: no such limit).
+	after time.Duration
+	// mayFinish: the child may finish before its kill lands. Otherwise a
+	// child that exits by itself fails the test.
+	mayFinish bool
+}
+
+// childHang is how long a crash test's child may run before the test gives
+// up on it.
+const childHang = 2 * time.Minute
+
+// runToKill starts the test binary in the given child mode and kills it at
+// a random moment, as k says, so that the kill lands at a random point of
+// whatever it is doing. Every line the child reports goes to onLine, those
+// written between the kill and the child's death included. It returns once
+// the child is dead (its exit status in c.err), and whether the kill landed
+// before the child exited by itself.
+func runToKill(t testing.TB, rng *rand.Rand, k kill, onLine func(line string) (kill bool), mode string, args ...string) (c *child, killed bool) {
+	t.Helper()
+	c = startChild(t, context.Background(), mode, args...)
+	var once sync.Once
+	var sent atomic.Bool
+	doKill := func() {
+		once.Do(func() {
+			sent.Store(true)
+			_ = c.cmd.Process.Kill()
+		})
+	}
+	if k.after > 0 {
+		defer time.AfterFunc(k.after, doKill).Stop()
+	}
+	hang := time.NewTimer(childHang)
+	defer hang.Stop()
+	asked := false
+	for lines := c.lines; lines != nil; {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				lines = nil
+				break
+			}
+			if onLine(line) && !asked {
+				asked = true
+				var d time.Duration
+				if k.within > 0 {
+					d = time.Duration(rng.Int64N(int64(k.within)))
+				}
+				defer time.AfterFunc(d, doKill).Stop()
+			}
+		case <-hang.C:
+			doKill()
+			for range c.lines {
+			}
+			<-c.done
+			t.Fatalf("child %s ran for %v without being killed or exiting; stderr: %s", mode, childHang, c.errb.String())
+		}
+	}
+	once.Do(func() {}) // its output closed: it died, a later kill would miss
+	<-c.done
+	killed = sent.Load()
+	if !killed && !k.mayFinish {
+		t.Fatalf("the child stopped by itself: %v\n%s", c.err, c.errb.String())
+	}
+	return c, killed
 }
 
 // next returns the child's next line, or fails the test after timeout.

@@ -1,7 +1,6 @@
 package raftbolt
 
 import (
-	"context"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -67,10 +66,8 @@ func compactLoopChild(args []string) error {
 // store and appends to it: after each kill the store opens, holds every
 // acknowledged entry, checks clean, and no partial copy is left.
 func TestCompactCrash(t *testing.T) {
-	kills := 8
-	if *soak {
-		kills = 200
-	}
+	kills := killCount(8, 200)
+	seed := testSeed(t)
 	path := filepath.Join(t.TempDir(), "raft.db")
 	s := openAt(t, path)
 	for i := uint64(1); i <= 40000; i += 500 {
@@ -85,41 +82,25 @@ func TestCompactCrash(t *testing.T) {
 	require.NoError(t, s.StoreConfiguration(30001, testConfiguration("a", "b")))
 	require.NoError(t, s.Close())
 
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 6))
+	rng := rand.New(rand.NewPCG(seed, 6))
 	first, acked := uint64(30001), uint64(40000)
 	compactions, midCopy := 0, 0
 	for k := 0; k < kills; k++ {
-		c := startChild(t, context.Background(), "compactloop", path)
-		deadline := time.After(time.Duration(50+rng.IntN(400)) * time.Millisecond)
-		killed := false
-		for !killed {
-			select {
-			case line, ok := <-c.lines:
-				if !ok {
-					t.Fatalf("the child stopped by itself: %v\n%s", c.err, c.errb.String())
-				}
-				f := strings.Fields(line)
-				switch f[0] {
-				case "ack":
-					acked, _ = strconv.ParseUint(f[1], 10, 64)
-				case "head":
-					first, _ = strconv.ParseUint(f[1], 10, 64)
-				case "compacting":
-					compactions++
-				}
-			case <-deadline:
-				_ = c.cmd.Process.Kill()
-				killed = true
-			}
-		}
-		for line := range c.lines { // what it acknowledged before it died
-			if f := strings.Fields(line); f[0] == "ack" {
+		// Every line counts, also those written after the kill, before
+		// the child died: what it acknowledged then survives too.
+		after := time.Duration(50+rng.IntN(400)) * time.Millisecond
+		runToKill(t, rng, kill{after: after}, func(line string) bool {
+			f := strings.Fields(line)
+			switch f[0] {
+			case "ack":
 				acked, _ = strconv.ParseUint(f[1], 10, 64)
-			} else if f[0] == "head" {
+			case "head":
 				first, _ = strconv.ParseUint(f[1], 10, 64)
+			case "compacting":
+				compactions++
 			}
-		}
-		<-c.done
+			return false
+		}, "compactloop", path)
 		if _, err := os.Stat(path + compactSuffix); err == nil {
 			midCopy++ // killed while the copy was being built
 		}

@@ -197,7 +197,7 @@ func TestCorruptionTrials(t *testing.T) {
 		trials = 200
 	}
 	clean, crashed := buildCorruptBase(t)
-	seed := uint64(time.Now().UnixNano())
+	seed := testSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 3))
 	dir := t.TempDir()
 	stats := map[string]int{}

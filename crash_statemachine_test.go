@@ -1,7 +1,6 @@
 package raftbolt
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -71,7 +70,8 @@ func smCrashExpect(applied uint64) (sum uint64, marks int, conf uint64) {
 
 // smCrashLoopChild applies batches of random sizes for ever, starting a few
 // entries before the applied index (raft replays from its commit index, not
-// from the state's), and reports each batch it applied.
+// from the state's), and reports each batch it applied. args: the state
+// file's path, the seed of its choices.
 func smCrashLoopChild(args []string) error {
 	seed, _ := strconv.ParseUint(args[1], 10, 64)
 	m, err := OpenStateMachine(args[0], smCrashApply, &Options{Logger: hclog.NewNullLogger()})
@@ -108,20 +108,14 @@ func smCrashLoopChild(args []string) error {
 // state holds exactly the effects of the entries up to the applied index,
 // each applied once, failed entries not at all.
 func TestStateMachineCrashLoop(t *testing.T) {
-	kills := *crashKills
-	if kills == 0 {
-		kills = 20
-		if *soak {
-			kills = 2000
-		}
-	}
+	kills := killCount(20, 2000)
+	seed := testSeed(t)
 	path := filepath.Join(t.TempDir(), "state.db")
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 5))
+	rng := rand.New(rand.NewPCG(seed, 5))
 	var acked uint64
 	for k := 0; k < kills; k++ {
-		c := startChild(t, context.Background(), "smcrashloop", path, strconv.Itoa(k))
-		target, killed, inFlight := 1+rng.IntN(30), false, uint64(0)
-		for line := range c.lines {
+		target, inFlight := 1+rng.IntN(30), uint64(0)
+		runToKill(t, rng, kill{within: 2 * time.Millisecond}, func(line string) bool {
 			f := strings.Fields(line)
 			n, _ := strconv.ParseUint(f[1], 10, 64)
 			switch f[0] {
@@ -129,14 +123,11 @@ func TestStateMachineCrashLoop(t *testing.T) {
 				inFlight = n
 			case "ack":
 				acked = max(acked, n)
-				if target--; target == 0 && !killed {
-					c.killWithin(rng, 2*time.Millisecond)
-					killed = true
-				}
+				target--
+				return target == 0
 			}
-		}
-		<-c.done
-		require.True(t, killed, "the child stopped by itself: %v\n%s", c.err, c.errb.String())
+			return false
+		}, "smcrashloop", path, strconv.FormatUint(seed+uint64(k), 10))
 
 		m, err := OpenStateMachine(path, smCrashApply, &Options{Logger: hclog.NewNullLogger()})
 		require.NoError(t, err, "after kill %d", k)

@@ -1,8 +1,6 @@
 package raftbolt
 
 import (
-	"context"
-	"flag"
 	"fmt"
 	"math/rand/v2"
 	"strconv"
@@ -14,8 +12,6 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/stretchr/testify/require"
 )
-
-var crashKills = flag.Int("crash.kills", 0, "kills in TestCrashLoop (default 20, or 2000 with -soak)")
 
 func init() { children["crashloop"] = crashLoopChild }
 
@@ -50,6 +46,7 @@ func crashConfiguration(index uint64) raft.Configuration {
 
 // crashLoopChild writes to the store until it is killed, announcing each
 // operation before it starts ("intent ...") and after it returned ("ack").
+// args: the store's path, the seed of its choices, the term it writes in.
 func crashLoopChild(args []string) error {
 	path := args[0]
 	seed, _ := strconv.ParseUint(args[1], 10, 64)
@@ -226,24 +223,17 @@ func (m *crashModel) diff(s *Store) string {
 // operation in flight happened entirely or not at all, and that the store
 // checks clean; then it goes on writing to the same file.
 func TestCrashLoop(t *testing.T) {
-	kills := *crashKills
-	if kills == 0 {
-		kills = 20
-		if *soak {
-			kills = 2000
-		}
-	}
+	kills := killCount(20, 2000)
+	seed := testSeed(t)
 	path := t.TempDir() + "/raft.db"
 	model := &crashModel{terms: map[uint64]uint64{}, stable: map[string]string{}}
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 2))
+	rng := rand.New(rand.NewPCG(seed, 2))
 	term := uint64(1)
 	acks, inFlightDone := 0, 0
 	for k := 0; k < kills; k++ {
-		c := startChild(t, context.Background(), "crashloop", path, strconv.Itoa(k), strconv.FormatUint(term, 10))
 		target := 1 + rng.IntN(40)
 		var pending string
-		killed := false
-		for line := range c.lines {
+		runToKill(t, rng, kill{within: 3 * time.Millisecond}, func(line string) bool {
 			switch {
 			case strings.HasPrefix(line, "intent "):
 				pending = line
@@ -258,14 +248,11 @@ func TestCrashLoop(t *testing.T) {
 				model = model.apply(pending)
 				pending = ""
 				acks++
-				if target--; target == 0 && !killed {
-					c.killWithin(rng, 3*time.Millisecond)
-					killed = true
-				}
+				target--
+				return target == 0
 			}
-		}
-		<-c.done
-		require.True(t, killed, "the child stopped by itself: %v\n%s", c.err, c.errb.String())
+			return false
+		}, "crashloop", path, strconv.FormatUint(seed+uint64(k), 10), strconv.FormatUint(term, 10))
 
 		s, err := Open(path, crashOptions())
 		require.NoError(t, err, "after kill %d", k)

@@ -3,11 +3,9 @@
 package raftbolt
 
 import (
-	"bytes"
-	"fmt"
+	"context"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -19,32 +17,32 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// The child side of the tests below: the test binary re-executed runs one
-// Migrate and reports its result on stdout.
-const migrateChildEnv = "RAFTBOLT_MIGRATE_CHILD"
+func init() { children["migrate"] = migrateChild }
 
-func TestMigrateChild(t *testing.T) {
-	args := os.Getenv(migrateChildEnv)
-	if args == "" {
-		t.Skip("only run as the child of another test")
-	}
-	parts := strings.Split(args, "|")
-	src, dst := parts[0], parts[1]
-	if limit, _ := strconv.ParseUint(parts[2], 10, 64); limit > 0 {
+// migrateChild runs one Migrate and reports its result. args: the source,
+// the destination, and a file size limit in bytes (0: none).
+func migrateChild(args []string) error {
+	src, dst := args[0], args[1]
+	if limit, _ := strconv.ParseUint(args[2], 10, 64); limit > 0 {
 		// Writes past limit bytes fail with EFBIG, as a full disk fails them
 		// with ENOSPC; without the signal ignored they would kill us.
 		signal.Ignore(syscall.SIGXFSZ)
-		require.NoError(t, syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: limit, Max: limit}))
+		if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &syscall.Rlimit{Cur: limit, Max: limit}); err != nil {
+			return err
+		}
 	}
-	fmt.Println("started")
-	err := Migrate(src, dst, migrateOptions())
-	fmt.Printf("result: %v\n", err)
+	say("started")
+	say("result: %v", Migrate(src, dst, migrateOptions()))
+	return nil
 }
 
-func migrateChild(t *testing.T, src, dst string, limit int64) *exec.Cmd {
-	cmd := exec.Command(os.Args[0], "-test.run=^TestMigrateChild$", "-test.v")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s|%s|%d", migrateChildEnv, src, dst, limit))
-	return cmd
+// runMigrate runs migrateChild to its end and returns what it reported.
+func runMigrate(t *testing.T, src, dst string, limit int64) string {
+	t.Helper()
+	lines, err := startChild(t, context.Background(), "migrate", src, dst, strconv.FormatInt(limit, 10)).wait(2 * time.Minute)
+	res := strings.Join(lines, "\n")
+	require.NoError(t, err, "%s", res)
+	return res
 }
 
 func TestMigrateDiskFull(t *testing.T) {
@@ -56,12 +54,11 @@ func TestMigrateDiskFull(t *testing.T) {
 	dst := filepath.Join(out, "raftbolt.db")
 
 	// The copy needs more than a megabyte; the file system "fills" at 256 KiB.
-	res, err := migrateChild(t, src, dst, 256<<10).CombinedOutput()
-	require.NoError(t, err, "%s", res)
-	require.Contains(t, string(res), "result: raftbolt: migrate "+src)
-	require.Contains(t, string(res), "file too large")
-	require.Contains(t, string(res), "is the file system full?")
-	require.Contains(t, string(res), "the source is untouched")
+	res := runMigrate(t, src, dst, 256<<10)
+	require.Contains(t, res, "result: raftbolt: migrate "+src)
+	require.Contains(t, res, "file too large")
+	require.Contains(t, res, "is the file system full?")
+	require.Contains(t, res, "the source is untouched")
 	requireNoLeftovers(t, out)
 	require.Equal(t, before, fileHash(t, src))
 }
@@ -73,6 +70,7 @@ func TestMigrateCrash(t *testing.T) {
 	if testing.Short() {
 		n, runs = 5000, 4
 	}
+	rng := rand.New(rand.NewPCG(testSeed(t), 7))
 	dir := t.TempDir()
 	src := filepath.Join(dir, "raft.db")
 	boltDBFile{logs: boltDBEntries(1, n), stable: raftStableKeys()}.write(t, src)
@@ -81,23 +79,23 @@ func TestMigrateCrash(t *testing.T) {
 	// One run to completion measures how long a migration takes.
 	start := time.Now()
 	dst := filepath.Join(t.TempDir(), "raftbolt.db")
-	res, err := migrateChild(t, src, dst, 0).CombinedOutput()
-	require.NoError(t, err, "%s", res)
-	require.Contains(t, string(res), "result: <nil>")
+	require.Contains(t, runMigrate(t, src, dst, 0), "result: <nil>")
 	full := time.Since(start)
 
 	complete := 0
 	for run := 0; run < runs; run++ {
 		dst := filepath.Join(t.TempDir(), "raftbolt.db")
-		cmd := migrateChild(t, src, dst, 0)
-		var stdout bytes.Buffer
-		cmd.Stdout = &stdout
-		require.NoError(t, cmd.Start())
-		timer := time.AfterFunc(rand.N(full), func() { _ = cmd.Process.Kill() })
-		_ = cmd.Wait()
-		timer.Stop()
+		var lines []string
+		_, killed := runToKill(t, rng, kill{after: 1 + time.Duration(rng.Int64N(int64(full))), mayFinish: true},
+			func(line string) bool { lines = append(lines, line); return false },
+			"migrate", src, dst, "0")
+		if !killed {
+			// It finished first: then it must have succeeded.
+			require.Contains(t, lines, "result: <nil>", "run %d finished before its kill: %s", run, strings.Join(lines, "\n"))
+		}
 		if _, err := os.Stat(dst); err != nil {
 			require.True(t, os.IsNotExist(err), "%v", err)
+			require.True(t, killed, "run %d: Migrate succeeded and left no %s", run, dst)
 			continue
 		}
 		complete++
