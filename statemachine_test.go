@@ -1,13 +1,11 @@
 package raftbolt
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -792,14 +790,15 @@ func TestStateMachineStorageFailureStopsApplying(t *testing.T) {
 	require.Equal(t, []interface{}{uint64(3)}, m.ApplyBatch(cmds(3, "set c 3")))
 }
 
+func init() {
+	children["smrestore"] = restoreChild
+	children["smapply"] = applyChild
+}
+
 // TestStateMachineRestoreCrash kills a process (kill -9) at each stage of
 // a Restore; the state file is then the old state or the new one, whole,
 // and usable.
 func TestStateMachineRestoreCrash(t *testing.T) {
-	if spec := os.Getenv("RAFTBOLT_RESTORE_CHILD"); spec != "" {
-		restoreChild(spec)
-		return
-	}
 	work := t.TempDir()
 	oldPath := filepath.Join(work, "old.db")
 	old := openSMAt(t, oldPath, kvApply(nil))
@@ -823,35 +822,18 @@ func TestStateMachineRestoreCrash(t *testing.T) {
 			require.NoError(t, err)
 			require.NoError(t, os.WriteFile(path, data, 0o600))
 
-			child := exec.Command(os.Args[0], "-test.run=^TestStateMachineRestoreCrash$")
-			child.Env = append(os.Environ(), "RAFTBOLT_RESTORE_CHILD="+strings.Join([]string{path, snapPath, stage}, "|"))
-			stdin, err := child.StdinPipe() // never written: the child blocks on it
-			require.NoError(t, err)
-			defer stdin.Close()
-			stdout, err := child.StdoutPipe()
-			require.NoError(t, err)
-			child.Stderr = os.Stderr
-			require.NoError(t, child.Start())
-			reached := make(chan bool, 1)
-			go func() {
-				sc := bufio.NewScanner(stdout)
-				for sc.Scan() {
-					if sc.Text() == "at "+stage {
-						reached <- true
-						return
-					}
+			// The child blocks once it says it is at the stage; the kill
+			// (SIGKILL) lands at once, so nothing here is random (no rng).
+			// A child that exits by itself fails runToKill.
+			reached := false
+			_, killed := runToKill(t, nil, kill{}, func(line string) bool {
+				if line == "at "+stage {
+					reached = true
 				}
-				reached <- false
-			}()
-			select {
-			case ok := <-reached:
-				require.True(t, ok, "the child exited before reaching %s", stage)
-			case <-time.After(60 * time.Second):
-				_ = child.Process.Kill()
-				t.Fatal("the child did not reach the stage")
-			}
-			require.NoError(t, child.Process.Kill()) // SIGKILL
-			_ = child.Wait()
+				return reached
+			}, "smrestore", path, snapPath, stage)
+			require.True(t, reached, "the child exited before reaching %s", stage)
+			require.True(t, killed)
 
 			m := openSMAt(t, path, kvApply(nil))
 			_, err = os.Stat(path + restoreSuffix)
@@ -871,14 +853,13 @@ func TestStateMachineRestoreCrash(t *testing.T) {
 	}
 }
 
-// restoreChild runs in the child process of TestStateMachineRestoreCrash:
-// it restores the snapshot into the state and, at the given stage, says
-// so on stdout and blocks until it is killed.
-func restoreChild(spec string) {
-	parts := strings.Split(spec, "|")
-	path, snapPath, stage := parts[0], parts[1], parts[2]
+// restoreChild is the child of TestStateMachineRestoreCrash (args: state
+// path, snapshot path, stage): it restores the snapshot into the state
+// and, at the stage, says "at <stage>" and blocks until it is killed.
+func restoreChild(args []string) error {
+	path, snapPath, stage := args[0], args[1], args[2]
 	block := func() {
-		fmt.Printf("at %s\n", stage)
+		say("at %s", stage)
 		_, _ = io.Copy(io.Discard, os.Stdin)
 		os.Exit(3)
 	}
@@ -889,27 +870,27 @@ func restoreChild(spec string) {
 	}
 	m, err := OpenStateMachine(path, kvApply(nil), &Options{Logger: hclog.NewNullLogger()})
 	if err != nil {
-		fmt.Println("open:", err)
-		os.Exit(2)
+		return fmt.Errorf("open: %w", err)
 	}
 	f, err := os.Open(snapPath)
 	if err != nil {
-		os.Exit(2)
+		return err
 	}
 	var r io.Reader = f
 	if stage == "copying" {
-		fi, _ := f.Stat()
+		fi, err := f.Stat()
+		if err != nil {
+			return err
+		}
 		r = io.MultiReader(io.LimitReader(f, fi.Size()/2), readerFunc(func([]byte) (int, error) {
 			block()
 			return 0, io.EOF
 		}))
 	}
 	if err := m.Restore(io.NopCloser(r)); err != nil {
-		fmt.Println("restore:", err)
-		os.Exit(2)
+		return fmt.Errorf("restore: %w", err)
 	}
-	fmt.Println("restored without reaching", stage)
-	os.Exit(4)
+	return fmt.Errorf("restored without reaching %s", stage)
 }
 
 type readerFunc func([]byte) (int, error)
@@ -1044,31 +1025,25 @@ func TestStateMachineOnRaft(t *testing.T) {
 // each entry is applied exactly once (n equals the applied index), across
 // several crashes and restarts that replay what the state already holds.
 func TestStateMachineCrashDuringApply(t *testing.T) {
-	if path := os.Getenv("RAFTBOLT_APPLY_CHILD"); path != "" {
-		applyChild(path)
-		return
-	}
 	path := filepath.Join(t.TempDir(), "state.db")
 	var acked uint64
 	for round := 0; round < 3; round++ {
-		child := exec.Command(os.Args[0], "-test.run=^TestStateMachineCrashDuringApply$")
-		child.Env = append(os.Environ(), "RAFTBOLT_APPLY_CHILD="+path)
-		child.Stderr = os.Stderr
-		stdout, err := child.StdoutPipe()
-		require.NoError(t, err)
-		require.NoError(t, child.Start())
-		sc := bufio.NewScanner(stdout)
 		target := acked + 40 + uint64(round)*7
-		for sc.Scan() {
-			n, err := strconv.ParseUint(strings.TrimPrefix(sc.Text(), "ack "), 10, 64)
-			require.NoError(t, err, "child said %q", sc.Text())
-			acked = n
-			if n >= target {
-				break
+		// The kill lands at once after the target's ack (no rng: nothing
+		// is random); acks the child writes before it dies count too.
+		var bad error
+		runToKill(t, nil, kill{}, func(line string) bool {
+			n, err := strconv.ParseUint(strings.TrimPrefix(line, "ack "), 10, 64)
+			if err != nil {
+				if bad == nil {
+					bad = fmt.Errorf("child said %q: %w", line, err)
+				}
+				return true
 			}
-		}
-		require.NoError(t, child.Process.Kill())
-		_ = child.Wait()
+			acked = max(acked, n)
+			return n >= target
+		}, "smapply", path)
+		require.NoError(t, bad)
 		require.GreaterOrEqual(t, acked, target, "the child stopped early")
 
 		m := openSMAt(t, path, kvApply(nil))
@@ -1079,22 +1054,22 @@ func TestStateMachineCrashDuringApply(t *testing.T) {
 	}
 }
 
-// applyChild applies batches of "incr n" for ever, replaying from index 1
-// as raft would after a restart, and acknowledges each batch on stdout.
-func applyChild(path string) {
-	m, err := OpenStateMachine(path, kvApply(nil), &Options{Logger: hclog.NewNullLogger()})
+// applyChild is the child of TestStateMachineCrashDuringApply (args: state
+// path): it applies batches of "incr n" for ever, replaying from index 1
+// as raft would after a restart, and acknowledges each batch ("ack <last
+// index>") once it is applied.
+func applyChild(args []string) error {
+	m, err := OpenStateMachine(args[0], kvApply(nil), &Options{Logger: hclog.NewNullLogger()})
 	if err != nil {
-		fmt.Println("open:", err)
-		os.Exit(2)
+		return fmt.Errorf("open: %w", err)
 	}
 	for i := uint64(1); ; i += 3 {
 		batch := []*raft.Log{cmd(i, "incr n"), cmd(i+1, "incr n"), cmd(i+2, "incr n")}
 		for _, r := range m.ApplyBatch(batch) {
 			if err, ok := r.(error); ok {
-				fmt.Println("apply:", err)
-				os.Exit(2)
+				return fmt.Errorf("apply: %w", err)
 			}
 		}
-		fmt.Printf("ack %d\n", i+2)
+		say("ack %d", i+2)
 	}
 }
