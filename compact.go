@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -23,25 +24,28 @@ const compactSuffix = ".compact"
 // so neither file holds a long transaction and memory stays bounded.
 const compactChunk = 16 << 20
 
-// compaction records what writers change while Compact copies the log
-// without holding writeMu. Guarded by writeMu; a nil *compaction (no
-// compaction running) ignores the calls.
+// compaction records what writers change in the file while Compact copies
+// the log without holding writeMu: StoreLogs and DeleteRange, and the
+// journal's checkpoints, which write without writeMu. A nil *compaction (no
+// compaction running) ignores the calls. Compact reads it holding writeMu
+// and ckptMu, when nobody marks it.
 type compaction struct {
 	// dirtyFrom is the lowest index written or deleted at the tail since the
 	// copy began: copied entries from it on may be stale. Head truncations
 	// need no record; the final pass drops whatever lies below the first index.
-	dirtyFrom uint64
+	dirtyFrom atomic.Uint64
 }
 
-func (c *compaction) logsStored(first uint64) {
-	if c != nil {
-		c.dirtyFrom = min(c.dirtyFrom, first)
+// mark records that the file changed from index i on.
+func (c *compaction) mark(i uint64) {
+	if c == nil {
+		return
 	}
-}
-
-func (c *compaction) tailDeleted(from uint64) {
-	if c != nil {
-		c.dirtyFrom = min(c.dirtyFrom, from)
+	for {
+		cur := c.dirtyFrom.Load()
+		if i >= cur || c.dirtyFrom.CompareAndSwap(cur, i) {
+			return
+		}
 	}
 }
 
@@ -91,7 +95,9 @@ func (s *Store) Compact() error {
 		s.writeMu.Unlock()
 		return wrapOp(op, s.path, err)
 	}
-	s.compaction = &compaction{dirtyFrom: ^uint64(0)}
+	c := &compaction{}
+	c.dirtyFrom.Store(^uint64(0))
+	s.compaction.Store(c)
 	s.writeMu.Unlock()
 
 	o := s.opts
@@ -113,12 +119,15 @@ func (s *Store) Compact() error {
 		return discard(err)
 	}
 
-	// Writers wait from here on, until the new file is in place.
+	// Writers and checkpoints wait from here on, until the new file is
+	// in place.
 	s.writeMu.Lock()
+	s.ckptMu.Lock()
 	pauseStart := time.Now()
 	old, err := s.swapFile(nf)
-	s.compaction = nil
+	s.compaction.Store(nil)
 	pause := time.Since(pauseStart)
+	s.ckptMu.Unlock()
 	s.writeMu.Unlock()
 	if err != nil {
 		return discard(err)
@@ -176,7 +185,7 @@ func (s *Store) swapFile(nf *boltfile.File) (*boltfile.File, error) {
 
 func (s *Store) endCompaction() {
 	s.writeMu.Lock()
-	s.compaction = nil
+	s.compaction.Store(nil)
 	s.writeMu.Unlock()
 }
 
@@ -231,7 +240,7 @@ func (s *Store) copyLog(nf *boltfile.File) error {
 func (s *Store) finishCopy(nf *boltfile.File) error {
 	st := s.loadState()
 	first, last := st.first, st.last
-	dirty := s.compaction.dirtyFrom
+	dirty := s.compaction.Load().dirtyFrom.Load()
 	return s.view("compact", func(tx *bbolt.Tx) error {
 		ob, err := layout.LogStore.Buckets(tx)
 		if err != nil {

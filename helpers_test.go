@@ -16,9 +16,14 @@ import (
 )
 
 // testOptions are fast options for tests that do not test durability.
+// With RAFTBOLT_TEST_JOURNAL=1 they turn the journal on, so that the
+// whole suite runs against it.
 func testOptions() *Options {
-	return &Options{NoSync: true, Logger: hclog.NewNullLogger(), MetricsInterval: -1}
+	return &Options{NoSync: true, Logger: hclog.NewNullLogger(), MetricsInterval: -1, Journal: testJournal}
 }
+
+// testJournal is set from RAFTBOLT_TEST_JOURNAL.
+var testJournal = os.Getenv("RAFTBOLT_TEST_JOURNAL") == "1"
 
 // openTest opens a store in a new temp dir with testOptions (or opts).
 func openTest(t testing.TB, opts ...*Options) *Store {

@@ -75,6 +75,12 @@ func (s *Store) getLog(st *logState, index uint64, log *raft.Log) error {
 	if index == 0 || index < st.first || index > st.last {
 		return errLogNotFound
 	}
+	// The journal's pending batches, then the cache, then the file: a
+	// checkpoint hands a batch to the cache before it leaves the pending
+	// log, and commits it to the file before either.
+	if ok, err := s.pending.get(index, func(rec []byte) error { return s.decode(index, rec, log) }); ok {
+		return wrapOp("get log", s.path, err)
+	}
 	if ok, err := s.cache.Get(index, func(rec []byte) error { return s.decode(index, rec, log) }); ok {
 		metrics.IncrCounter(metricGetLogCacheHit, 1)
 		return wrapOp("get log", s.path, err)
@@ -148,6 +154,27 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 	commit, staged := st.commit, s.staged.Load()
 	boot := bootstrapConfiguration(logs[0])
 
+	if s.journal != nil {
+		if err := s.file.Broken(); err != nil {
+			return wrapOp(op, s.path, err)
+		}
+		if boot == nil && !hasConfigEntry(logs) {
+			err := s.appendJournal(first, mem, recs, size, staged)
+			if err == nil {
+				s.logsStored(st, first, logs[len(logs)-1].Index, staged, len(logs), size, start)
+				return nil
+			}
+			if err != errDirect {
+				return opError(op, s.path, err)
+			}
+		}
+		// Written to the file directly, after what the journal holds.
+		if err := s.checkpointNow(); err != nil {
+			return err
+		}
+		commit = s.loadState().commit
+	}
+
 	err = s.update(op, func(tx *bbolt.Tx) error {
 		// Only the buckets this batch writes are opened.
 		log, err := layout.LogStore.Bucket(tx, layout.LogBucket)
@@ -194,18 +221,35 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 	if err != nil {
 		return err
 	}
-	// Published after the commit: see Store.state.
 	s.cache.Append(first, mem, recs)
+	s.compaction.Load().mark(first)
+	s.logsStored(st, first, logs[len(logs)-1].Index, staged, len(logs), size, start)
+	return nil
+}
+
+// logsStored publishes the state after a batch first..last was stored
+// (after the commit or the journal's sync: see Store.state).
+func (s *Store) logsStored(st logState, first, last, commit uint64, n, size int, start time.Time) {
 	if st.first == 0 {
 		st.first = first
 	}
-	st.last, st.commit = logs[len(logs)-1].Index, staged
+	st.last, st.commit = last, commit
 	s.publish(st)
-	s.compaction.logsStored(first)
 	metrics.MeasureSince(metricStoreLogs, start)
-	metrics.AddSample(metricStoreLogsEntries, float32(len(logs)))
+	metrics.AddSample(metricStoreLogsEntries, float32(n))
 	metrics.AddSample(metricStoreLogsBytes, float32(size))
-	return nil
+}
+
+// hasConfigEntry reports whether the batch holds an entry raft loads a
+// configuration from: such batches go to the file directly, where
+// GetCommitIndex's configuration cap sees them.
+func hasConfigEntry(logs []*raft.Log) bool {
+	for _, l := range logs {
+		if isConfigEntry(l.Type) {
+			return true
+		}
+	}
+	return false
 }
 
 // encodeBatch checks a batch and encodes its entries into one buffer from
@@ -284,6 +328,12 @@ func (s *Store) DeleteRange(from, to uint64) error {
 		return opError(op, s.path, fmt.Errorf("%w: deleting %d-%d would leave a hole in the log %d-%d",
 			ErrNotContiguous, from, to, first, last))
 	}
+	// The journal only ever holds appends made after the file's last
+	// removal (journal.go): what it holds goes into the file first.
+	if err := s.checkpointNow(); err != nil {
+		return err
+	}
+	st.commit = s.loadState().commit
 	// Published before the commit (see Store.state): from now on no
 	// reader asks for the entries being deleted, nor finds them cached.
 	next := st
@@ -329,7 +379,7 @@ func (s *Store) DeleteRange(from, to uint64) error {
 		return err
 	}
 	if lo > first {
-		s.compaction.tailDeleted(lo)
+		s.compaction.Load().mark(lo)
 	}
 	metrics.MeasureSince(metricDeleteRange, start)
 	metrics.AddSample(metricDeleteRangeEntries, float32(hi-lo+1))

@@ -3,6 +3,7 @@ package raftbolt
 import (
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/raftbolt/raftbolt/internal/boltfile"
 	"github.com/raftbolt/raftbolt/internal/codec"
@@ -18,6 +19,9 @@ import (
 // the first bad index or record. Writers are not blocked; Check sees the
 // store as of its start.
 func (s *Store) Check() error {
+	if err := s.checkPending(); err != nil {
+		return wrapOp("check", s.path, err)
+	}
 	f, err := s.acquire()
 	if err != nil {
 		return err
@@ -130,6 +134,15 @@ func (s *Store) Backup(w io.Writer) (int64, error) {
 	if w == nil {
 		return 0, opError("backup", s.path, invalidf("nil writer"))
 	}
+	// The copy is of the file: what the journal holds goes into it first.
+	if s.opts.ReadOnly {
+		if n, _ := s.pending.len(); n > 0 {
+			return 0, opError("backup", s.path, fmt.Errorf("%w: the journal holds %d batches not checkpointed into the file; back up through a writable handle", ErrReadOnly, n))
+		}
+	}
+	if err := s.checkpointNow(); err != nil {
+		return 0, err
+	}
 	f, err := s.acquire()
 	if err != nil {
 		return 0, err
@@ -161,6 +174,13 @@ type Stats struct {
 	PageSize     int
 	CacheEntries int // entries in the cache, and their encoded bytes
 	CacheBytes   int
+	// JournalSize is the size of the journal file (Options.Journal), 0
+	// without one; JournalBatches and JournalBytes are the batches it
+	// holds that are not checkpointed into the file yet, and their
+	// encoded bytes.
+	JournalSize    int64
+	JournalBatches int
+	JournalBytes   int
 	// LastCompaction describes this handle's last Compact, nil if none.
 	LastCompaction *CompactStats
 }
@@ -184,6 +204,10 @@ func (s *Store) Stats() (Stats, error) {
 		LastCompaction: s.lastCompact.Load(),
 	}
 	st.CacheEntries, st.CacheBytes = s.cache.Len()
+	st.JournalBatches, st.JournalBytes = s.pending.len()
+	if fi, err := os.Stat(s.path + journalSuffix); err == nil {
+		st.JournalSize = fi.Size()
+	}
 	if !s.opts.ReadOnly {
 		bs := s.file.DB().Stats()
 		st.FreeBytes = int64(bs.FreePageN+bs.PendingPageN) * int64(st.PageSize)
@@ -200,4 +224,26 @@ func (s *Store) Stats() (Stats, error) {
 		return nil
 	})
 	return st, err
+}
+
+// checkPending verifies the journaled batches not yet checkpointed: every
+// record's checksum and index, and that they follow each other.
+func (s *Store) checkPending() error {
+	var prev uint64
+	for _, b := range s.pending.front() {
+		if prev != 0 && b.first != prev+1 {
+			return corruptf("journal: a batch starts at index %d after index %d", b.first, prev)
+		}
+		for k, r := range b.recs {
+			index, _, err := codec.CheckEntry(r)
+			if err != nil {
+				return corruptf("journal: entry %d: %v", b.first+uint64(k), err)
+			}
+			if index != b.first+uint64(k) {
+				return corruptf("journal: entry %d: record holds index %d", b.first+uint64(k), index)
+			}
+		}
+		prev = b.last
+	}
+	return nil
 }

@@ -25,6 +25,13 @@ const (
 	// DefaultMetricsInterval is how often the file-size and free-space
 	// gauges are emitted.
 	DefaultMetricsInterval = 10 * time.Second
+
+	// DefaultJournalSize is the size of the journal file (Options.Journal).
+	DefaultJournalSize = 64 << 20
+
+	// DefaultCheckpointInterval is how long a journaled batch waits for its
+	// checkpoint at most (Options.Journal).
+	DefaultCheckpointInterval = time.Second
 )
 
 // fileMode is the permission of the files Open and Compact create: a raft
@@ -97,6 +104,27 @@ type Options struct {
 	// when bbolt would otherwise walk an unchecked tree itself. The cost is
 	// one read of every page; the raftbolt tool's check command sets it.
 	VerifyOnOpen bool
+
+	// Journal makes StoreLogs append each batch to a journal file next to
+	// the store (path + ".journal") with one fdatasync, instead of
+	// committing a bbolt transaction (two fsyncs); a background checkpoint
+	// moves journaled entries into the bbolt file in bulk, and Close
+	// checkpoints everything. Batches holding configuration entries, the
+	// bootstrap entry, and batches larger than the journal go to the file
+	// directly. A journal left by a crash is replayed by the next Open
+	// whatever this option says (a read-only Open reads it without
+	// writing). Off by default while it is being proven (see the README).
+	Journal bool
+
+	// JournalSize is the journal file's size, a multiple of 4096; it is
+	// allocated and zero-filled when the journal is created. 0 means
+	// DefaultJournalSize. A checkpoint starts once a quarter of it is
+	// pending, or CheckpointInterval after the first pending batch.
+	JournalSize int64
+
+	// CheckpointInterval bounds how long a journaled batch waits for its
+	// checkpoint. 0 means DefaultCheckpointInterval.
+	CheckpointInterval time.Duration
 }
 
 // withDefaults returns a copy of o (nil allowed) with defaults filled in.
@@ -125,6 +153,18 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if r.MetricsInterval == 0 {
 		r.MetricsInterval = DefaultMetricsInterval
+	}
+	if r.JournalSize == 0 {
+		r.JournalSize = DefaultJournalSize
+	}
+	if r.JournalSize < 0 || r.JournalSize%4096 != 0 || r.JournalSize < 64<<10 {
+		return r, invalidf("JournalSize %d: a multiple of 4096, at least 64 KiB", r.JournalSize)
+	}
+	if r.CheckpointInterval == 0 {
+		r.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if r.CheckpointInterval < 0 {
+		return r, invalidf("negative CheckpointInterval %v", r.CheckpointInterval)
 	}
 	if r.Logger == nil {
 		r.Logger = hclog.New(&hclog.LoggerOptions{

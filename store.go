@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/raftbolt/raftbolt/internal/boltfile"
 	"github.com/raftbolt/raftbolt/internal/codec"
+	"github.com/raftbolt/raftbolt/internal/journal"
 	"github.com/raftbolt/raftbolt/internal/layout"
 	"github.com/raftbolt/raftbolt/internal/tailcache"
 	"go.etcd.io/bbolt"
@@ -28,6 +29,7 @@ import (
 //	FSM.mu (the adapter's pending configuration; it calls into the Store)
 //	Store.compactMu (one Compact at a time)
 //	Store.writeMu / StateMachine.writeMu (every write)
+//	Store.ckptMu (one journal checkpoint at a time)
 //	Store.dbMu / StateMachine.dbMu (the current file)
 //	stableMirror.mu (held across a first read's transaction), sharedReader.mu,
 //	the tail cache's lock, smSnapshot.mu
@@ -81,11 +83,25 @@ type Store struct {
 	staged atomic.Uint64
 
 	// compaction tracks the log changes made while Compact copies the file
-	// (guarded by writeMu; nil when no compaction runs). compactMu lets one
-	// Compact run at a time; lastCompact describes the last one.
-	compaction  *compaction
+	// (nil when no compaction runs). compactMu lets one Compact run at a
+	// time; lastCompact describes the last one.
+	compaction  atomic.Pointer[compaction]
 	compactMu   sync.Mutex
 	lastCompact atomic.Pointer[CompactStats]
+
+	// The journal (journal.go; nil without Options.Journal, and in a
+	// read-only handle). pending holds the journaled batches not yet
+	// checkpointed into the file: the log is the file's entries followed
+	// by them. ckptMu lets one checkpoint run at a time; lock order:
+	// writeMu, then ckptMu, then dbMu. jbuf is StoreLogs' frame buffer
+	// (guarded by writeMu).
+	journal  *journal.Journal
+	pending  pendingLog
+	ckptMu   sync.Mutex
+	jbuf     []byte
+	ckptWake chan struct{}
+	ckptStop chan struct{}
+	ckptDone sync.WaitGroup
 
 	// format is the format version of the file's format record, set by
 	// Open and never changed (Compact copies the record as it is).
@@ -174,6 +190,9 @@ func (s *Store) open() (created bool, err error) {
 	if err = s.checkLayout(); err == nil {
 		err = s.loadFileState()
 	}
+	if err == nil {
+		err = s.openJournal()
+	}
 	if err != nil {
 		s.reader.close()
 		_ = f.Close()
@@ -255,15 +274,21 @@ func (s *Store) Path() string { return s.path }
 // Close returns nil; every other method of a closed store returns
 // ErrClosed.
 func (s *Store) Close() error {
-	s.lockAll()
-	defer s.unlockAll()
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
 	if s.closed.Load() {
 		return nil
 	}
+	jerr := s.closeJournal() // checkpoints, so it needs dbMu shared
+	s.dbMu.Lock()
+	defer s.dbMu.Unlock()
 	s.closed.Store(true)
 	s.stopMetricsLoop()
 	s.reader.close()
 	err := wrapOp("close", s.path, s.file.Close())
+	if jerr != nil {
+		err = wrapOp("close", s.path, jerr)
+	}
 	s.logger.Debug("closed store")
 	return err
 }

@@ -84,9 +84,9 @@ type sharedReader struct {
 	// replaced with tx, so a cursor is only ever used within its own
 	// transaction; each is used by one reader at a time.
 	cursors *sync.Pool
-	// writing is true while a write transaction runs; readers then use
+	// writing counts the write transactions running; readers then use
 	// their own transactions rather than reopen the shared one.
-	writing bool
+	writing int
 	// closed is set when the store closes or swaps its file; from then on
 	// the reader never opens a transaction on db again.
 	closed bool
@@ -98,7 +98,7 @@ type sharedReader struct {
 // bytes bbolt returns are only valid until fn returns.
 func (r *sharedReader) get(key []byte, fn func(v []byte) error) error {
 	r.mu.RLock()
-	if r.tx == nil && !r.writing && !r.closed {
+	if r.tx == nil && r.writing == 0 && !r.closed {
 		r.mu.RUnlock()
 		r.open()
 		r.mu.RLock()
@@ -137,7 +137,7 @@ func seekExact(c *bbolt.Cursor, key []byte) []byte {
 func (r *sharedReader) open() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.tx != nil || r.writing || r.closed {
+	if r.tx != nil || r.writing > 0 || r.closed {
 		return
 	}
 	var tx *bbolt.Tx
@@ -161,15 +161,16 @@ func (r *sharedReader) open() {
 func (r *sharedReader) suspend() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.writing = true
+	r.writing++
 	r.release()
 }
 
-// resume lets readers open a shared transaction again after a write.
+// resume lets readers open a shared transaction again once no write is in
+// progress (a writer and the journal's checkpointer may both be writing).
 func (r *sharedReader) resume() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.writing = false
+	r.writing--
 }
 
 // close closes the shared transaction for good (Close, or Compact

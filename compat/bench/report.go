@@ -191,7 +191,7 @@ func (r *report) atMost(what string, value, bound float64) {
 	r.checks = append(r.checks, check{what: what, value: value, bound: bound, atMost: true})
 }
 
-var columns = []string{nameRaftbolt, nameBoltDB, nameWAL, nameBoltTx, nameFsync}
+var columns = []string{nameRaftbolt, nameJournal, nameBoltDB, nameWAL, nameBoltTx, nameFsync}
 
 func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "\n### Medians\n\n")

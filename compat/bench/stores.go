@@ -37,6 +37,7 @@ type impl struct {
 
 const (
 	nameRaftbolt = "raftbolt"
+	nameJournal  = "raftbolt+journal"
 	nameBoltDB   = "raft-boltdb/v2"
 	nameWAL      = "raft-wal"
 	nameBoltTx   = "bbolt tx floor"
@@ -49,6 +50,10 @@ var (
 	implRaftbolt = impl{name: nameRaftbolt, open: func(dir string) (logStore, error) {
 		return raftbolt.Open(filepath.Join(dir, "raft.db"), nil)
 	}}
+	// The journal (Options.Journal), off by default while it is proven.
+	implJournal = impl{name: nameJournal, open: func(dir string) (logStore, error) {
+		return raftbolt.Open(filepath.Join(dir, "raft.db"), &raftbolt.Options{Journal: true})
+	}}
 	implBoltDB = impl{name: nameBoltDB, open: func(dir string) (logStore, error) {
 		return raftboltdb.NewBoltStore(filepath.Join(dir, "raft.db"))
 	}}
@@ -57,7 +62,7 @@ var (
 	implBoltTx = impl{name: nameBoltTx, floor: true, open: openBoltFloor}
 	implFsync  = impl{name: nameFsync, floor: true, open: openFsyncFloor}
 
-	peers  = []impl{implRaftbolt, implBoltDB, implWAL}
+	peers  = []impl{implRaftbolt, implJournal, implBoltDB, implWAL}
 	floors = []impl{implBoltTx, implFsync}
 )
 

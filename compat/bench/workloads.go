@@ -179,6 +179,8 @@ func (b *bench) appends() error {
 			return err
 		}
 		b.rep.speedup(sp.name, nameRaftbolt, nameBoltDB, sp.vsV2)
+		// Issue 12's targets for the journal: at least raft-wal's speed.
+		b.rep.speedup(sp.name, nameJournal, nameWAL, 1)
 		if sp.vsFl > 0 {
 			b.rep.within(sp.name, nameRaftbolt, sp.name, nameBoltTx, sp.vsFl)
 		}

@@ -50,6 +50,13 @@ var (
 	// KeyLatest is ConfigBucket's only key: the latest configuration
 	// record (internal/codec).
 	KeyLatest = []byte("latest")
+	// KeyJournal is how far the store's journal (internal/journal) is
+	// checkpointed into the file: a value record of the journal's id, the
+	// sequence number, offset and checksum of the last frame applied (8,
+	// 8, 8 and 4 bytes, big-endian). Absent: no journal was ever used.
+	// Every checkpoint writes it in the transaction that applies its
+	// frames.
+	KeyJournal = []byte("journal")
 )
 
 // LogStore is the layout of a log store file.

@@ -101,8 +101,15 @@ func digest(files map[string][]byte) string {
 	return strings.Join(parts, ",")
 }
 
+// storeOptions are the workloads' options. RAFTBOLT_POWERLOSS_JOURNAL=1
+// turns the journal on (Options.Journal), with a journal small enough to
+// wrap within a workload.
 func storeOptions(noSync bool) *raftbolt.Options {
-	return &raftbolt.Options{Logger: hclog.NewNullLogger(), MetricsInterval: -1, RestoreReplayLimit: -1, NoSync: noSync}
+	o := &raftbolt.Options{Logger: hclog.NewNullLogger(), MetricsInterval: -1, RestoreReplayLimit: -1, NoSync: noSync}
+	if os.Getenv("RAFTBOLT_POWERLOSS_JOURNAL") == "1" {
+		o.Journal, o.JournalSize = true, 64<<10
+	}
+	return o
 }
 
 const storeName = "raft.db"
