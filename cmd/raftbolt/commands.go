@@ -102,6 +102,9 @@ type infoJSON struct {
 	FileSize      int64       `json:"file_size"`
 	FreeBytes     int64       `json:"free_bytes"`
 	PageSize      int         `json:"page_size"`
+	JournalSize   int64       `json:"journal_size"`    // 0: no journal
+	JournalFrames int         `json:"journal_batches"` // batches past the checkpoint
+	JournalBytes  int         `json:"journal_bytes"`
 	CurrentTerm   *uint64     `json:"current_term"`
 	LastVoteTerm  *uint64     `json:"last_vote_term"`
 	LastVoteCand  *string     `json:"last_vote_candidate"`
@@ -126,6 +129,7 @@ func runInfo(c *ctx, args []string) error {
 		Path: args[0], Kind: kindLogStore, FormatVersion: st.FormatVersion, FirstIndex: st.FirstIndex, LastIndex: st.LastIndex,
 		CommitIndex: st.CommitIndex, Entries: entryCount(st.FirstIndex, st.LastIndex),
 		FileSize: st.FileSize, FreeBytes: st.FreeBytes, PageSize: st.PageSize,
+		JournalSize: st.JournalSize, JournalFrames: st.JournalBatches, JournalBytes: st.JournalBytes,
 	}
 	if out.CurrentTerm, err = stableUint64(s, keyCurrentTerm); err != nil {
 		return err
@@ -156,6 +160,10 @@ func runInfo(c *ctx, args []string) error {
 	fmt.Fprintf(w, "entries:\t%d\n", out.Entries)
 	fmt.Fprintf(w, "file size:\t%s\n", humanBytes(out.FileSize))
 	fmt.Fprintf(w, "free space:\t%s\n", humanBytes(out.FreeBytes))
+	if out.JournalSize > 0 {
+		fmt.Fprintf(w, "journal:\t%s, %d batch(es) (%s) past the checkpoint\n",
+			humanBytes(out.JournalSize), out.JournalFrames, humanBytes(int64(out.JournalBytes)))
+	}
 	fmt.Fprintf(w, "current term:\t%s\n", optUint(out.CurrentTerm))
 	fmt.Fprintf(w, "last vote term:\t%s\n", optUint(out.LastVoteTerm))
 	fmt.Fprintf(w, "last vote for:\t%s\n", optString(out.LastVoteCand))
