@@ -76,22 +76,30 @@ func BenchmarkStoreLogs(b *testing.B) {
 		{"64x4KiB", 64, 4096},
 		{"512x128B", 512, 128},
 	} {
-		b.Run(c.name, func(b *testing.B) {
-			s := openAt(b, filepath.Join(b.TempDir(), "raft.db"), benchOptions(false))
-			logs := benchLogs(c.n, c.size)
-			next := uint64(1)
-			b.SetBytes(int64(c.n * c.size))
-			b.ReportAllocs()
-			for b.Loop() {
-				for i, l := range logs {
-					l.Index = next + uint64(i)
-				}
-				if err := s.StoreLogs(logs); err != nil {
-					b.Fatal(err)
-				}
-				next += uint64(c.n)
+		for _, journal := range []bool{false, true} {
+			name := c.name
+			if journal {
+				name += "-journal"
 			}
-		})
+			b.Run(name, func(b *testing.B) {
+				o := benchOptions(false)
+				o.Journal = journal
+				s := openAt(b, filepath.Join(b.TempDir(), "raft.db"), o)
+				logs := benchLogs(c.n, c.size)
+				next := uint64(1)
+				b.SetBytes(int64(c.n * c.size))
+				b.ReportAllocs()
+				for b.Loop() {
+					for i, l := range logs {
+						l.Index = next + uint64(i)
+					}
+					if err := s.StoreLogs(logs); err != nil {
+						b.Fatal(err)
+					}
+					next += uint64(c.n)
+				}
+			})
+		}
 	}
 }
 

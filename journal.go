@@ -244,6 +244,16 @@ func (s *Store) openJournal() error {
 			// The pending batches stay in memory; nothing is written.
 			return j.Close()
 		}
+		if s.opts.Journal {
+			// They stay pending, for the background checkpoint: Open
+			// costs a read of the journal, not a write of it.
+			s.journal = j
+			s.startCheckpointer()
+			if len(frames) > 0 {
+				s.wakeCheckpointer()
+			}
+			return nil
+		}
 		s.ckptMu.Lock()
 		s.journal = j // for checkpoint's Checkpointed
 		err = s.checkpoint()

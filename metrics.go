@@ -24,6 +24,7 @@ var (
 	metricCompact            = []string{"raftbolt", "compact"}
 	metricCompactPause       = []string{"raftbolt", "compact", "pause"}
 	metricConfigRecordFailed = []string{"raftbolt", "fsm", "configuration_record_failed"}
+	metricCompactAuto        = []string{"raftbolt", "compact", "auto"}
 	metricCheckpoint         = []string{"raftbolt", "journal", "checkpoint"}
 	metricCheckpointBatches  = []string{"raftbolt", "journal", "checkpoint", "batches"}
 )
@@ -57,6 +58,7 @@ func Metrics() []MetricInfo {
 		{join(metricCompact), "timer", nil, "duration of a Compact"},
 		{join(metricCompactPause), "timer", nil, "time writers were blocked during a Compact"},
 		{join(metricConfigRecordFailed), "counter", nil, "failures of the FSM adapter to record a committed configuration (retried)"},
+		{join(metricCompactAuto), "counter", nil, "Compacts the store started itself (Options.AutoCompactFree)"},
 		{join(metricCheckpoint), "timer", nil, "duration of a checkpoint of the journal into the file (Options.Journal)"},
 		{join(metricCheckpointBatches), "sample", nil, "journaled batches written per checkpoint"},
 	}

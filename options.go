@@ -32,6 +32,15 @@ const (
 	// DefaultCheckpointInterval is how long a journaled batch waits for its
 	// checkpoint at most (Options.Journal).
 	DefaultCheckpointInterval = time.Second
+
+	// DefaultAutoCompactFree is how much free space the file must hold,
+	// besides more than its live data, before the store compacts itself
+	// (Options.AutoCompactFree).
+	DefaultAutoCompactFree = 64 << 20
+
+	// DefaultAutoCompactInterval is how often the store looks at its free
+	// space (Options.AutoCompactInterval).
+	DefaultAutoCompactInterval = time.Minute
 )
 
 // fileMode is the permission of the files Open and Compact create: a raft
@@ -125,6 +134,16 @@ type Options struct {
 	// CheckpointInterval bounds how long a journaled batch waits for its
 	// checkpoint. 0 means DefaultCheckpointInterval.
 	CheckpointInterval time.Duration
+
+	// AutoCompactFree makes a writable store Compact itself, online, once
+	// its file holds at least this many bytes of free pages and more free
+	// space than live data (after raft truncated a long log, say). 0 means
+	// DefaultAutoCompactFree; negative turns it off.
+	AutoCompactFree int64
+
+	// AutoCompactInterval is how often the store looks at its free space
+	// for AutoCompactFree. 0 means DefaultAutoCompactInterval.
+	AutoCompactInterval time.Duration
 }
 
 // withDefaults returns a copy of o (nil allowed) with defaults filled in.
@@ -162,6 +181,15 @@ func (o *Options) withDefaults() (Options, error) {
 	}
 	if r.CheckpointInterval == 0 {
 		r.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if r.AutoCompactFree == 0 {
+		r.AutoCompactFree = DefaultAutoCompactFree
+	}
+	if r.AutoCompactInterval == 0 {
+		r.AutoCompactInterval = DefaultAutoCompactInterval
+	}
+	if r.AutoCompactInterval < 0 {
+		return r, invalidf("negative AutoCompactInterval %v", r.AutoCompactInterval)
 	}
 	if r.CheckpointInterval < 0 {
 		return r, invalidf("negative CheckpointInterval %v", r.CheckpointInterval)

@@ -86,6 +86,9 @@ type Store struct {
 	// (nil when no compaction runs). compactMu lets one Compact run at a
 	// time; lastCompact describes the last one.
 	compaction  atomic.Pointer[compaction]
+	// auto runs Compact by itself (autocompact.go); its fields change
+	// only in Open and Close.
+	auto autoCompactor
 	compactMu   sync.Mutex
 	lastCompact atomic.Pointer[CompactStats]
 
@@ -168,6 +171,7 @@ func Open(path string, opts *Options) (*Store, error) {
 		"read_only", o.ReadOnly, "first_index", st.first, "last_index", st.last,
 		"commit_index", st.commit, "duration", time.Since(start))
 	s.startMetrics()
+	s.startAutoCompact()
 	return s, nil
 }
 
@@ -274,6 +278,7 @@ func (s *Store) Path() string { return s.path }
 // Close returns nil; every other method of a closed store returns
 // ErrClosed.
 func (s *Store) Close() error {
+	s.stopAutoCompact() // before writeMu, which a Compact it runs takes
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	if s.closed.Load() {
