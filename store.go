@@ -85,10 +85,10 @@ type Store struct {
 	// compaction tracks the log changes made while Compact copies the file
 	// (nil when no compaction runs). compactMu lets one Compact run at a
 	// time; lastCompact describes the last one.
-	compaction  atomic.Pointer[compaction]
+	compaction atomic.Pointer[compaction]
 	// auto runs Compact by itself (autocompact.go); its fields change
 	// only in Open and Close.
-	auto autoCompactor
+	auto        autoCompactor
 	compactMu   sync.Mutex
 	lastCompact atomic.Pointer[CompactStats]
 
