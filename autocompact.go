@@ -2,52 +2,23 @@ package raftbolt
 
 import (
 	"errors"
-	"sync"
-	"time"
 
 	metrics "github.com/hashicorp/go-metrics"
 )
 
-// autoCompactor runs Compact when the file holds more free space than
-// Options.AutoCompactFree and than live data: bbolt reuses free pages but
-// never shrinks its file, and raft truncates its log after every snapshot,
-// so without it a store that once held a long log keeps its size for ever
-// (users of raft-boltdb have filled disks waiting for an offline compact).
-type autoCompactor struct {
-	stop chan struct{}
-	done sync.WaitGroup
-}
+// The automatic Compact policy (Options.AutoCompactFree): the store runs
+// Compact when the file holds more free space than AutoCompactFree and
+// than live data. bbolt reuses free pages but never shrinks its file, and
+// raft truncates its log after every snapshot, so without it a store that
+// once held a long log keeps its size for ever (users of raft-boltdb have
+// filled disks waiting for an offline compact).
 
 // startAutoCompact starts the policy's loop (writable stores only).
 func (s *Store) startAutoCompact() {
 	if s.opts.ReadOnly || s.opts.AutoCompactFree < 0 {
 		return
 	}
-	s.auto.stop = make(chan struct{})
-	s.auto.done.Add(1)
-	go func() {
-		defer s.auto.done.Done()
-		t := time.NewTicker(s.opts.AutoCompactInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-			case <-s.auto.stop:
-				return
-			}
-			s.maybeCompact()
-		}
-	}()
-}
-
-// stopAutoCompact stops the loop and waits for a Compact it started. The
-// caller holds no lock of the store (Compact takes them).
-func (s *Store) stopAutoCompact() {
-	if s.auto.stop != nil {
-		close(s.auto.stop)
-		s.auto.done.Wait()
-		s.auto.stop = nil
-	}
+	s.autoCompact.start(s.opts.AutoCompactInterval, false, s.maybeCompact)
 }
 
 // shouldCompact reports whether the policy compacts a file of size bytes

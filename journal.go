@@ -250,7 +250,7 @@ func (s *Store) openJournal() error {
 			s.journal = j
 			s.startCheckpointer()
 			if len(frames) > 0 {
-				s.wakeCheckpointer()
+				s.checkpoints.poke()
 			}
 			return nil
 		}
@@ -368,7 +368,7 @@ func (s *Store) appendJournal(first uint64, mem []byte, recs [][]byte, size int,
 	}
 	s.pending.add(&jbatch{first: first, last: first + uint64(len(recs)) - 1, commit: commit, mem: mem, recs: recs, end: end, size: size})
 	if _, bytes := s.pending.len(); int64(bytes) >= s.opts.JournalSize/4 {
-		s.wakeCheckpointer()
+		s.checkpoints.poke()
 	}
 	return nil
 }
@@ -441,32 +441,11 @@ func (s *Store) checkpointNow() error {
 
 // startCheckpointer starts the background checkpoint loop.
 func (s *Store) startCheckpointer() {
-	s.ckptWake = make(chan struct{}, 1)
-	s.ckptStop = make(chan struct{})
-	s.ckptDone.Add(1)
-	go func() {
-		defer s.ckptDone.Done()
-		t := time.NewTicker(s.opts.CheckpointInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-s.ckptWake:
-			case <-t.C:
-			case <-s.ckptStop:
-				return
-			}
-			if err := s.checkpointNow(); err != nil && !errors.Is(err, ErrClosed) {
-				s.logger.Error("checkpoint of the journal failed; will retry", "error", err)
-			}
+	s.checkpoints.start(s.opts.CheckpointInterval, false, func() {
+		if err := s.checkpointNow(); err != nil && !errors.Is(err, ErrClosed) {
+			s.logger.Error("checkpoint of the journal failed; will retry", "error", err)
 		}
-	}()
-}
-
-func (s *Store) wakeCheckpointer() {
-	select {
-	case s.ckptWake <- struct{}{}:
-	default:
-	}
+	})
 }
 
 // closeJournal stops the checkpoint loop, checkpoints everything and
@@ -475,8 +454,7 @@ func (s *Store) closeJournal() error {
 	if s.journal == nil {
 		return nil
 	}
-	close(s.ckptStop)
-	s.ckptDone.Wait()
+	s.checkpoints.halt()
 	err := s.checkpointNow()
 	if cerr := s.journal.Close(); err == nil {
 		err = cerr

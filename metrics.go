@@ -2,7 +2,6 @@ package raftbolt
 
 import (
 	"os"
-	"time"
 
 	metrics "github.com/hashicorp/go-metrics"
 )
@@ -77,31 +76,7 @@ func (s *Store) startMetrics() {
 	if s.opts.MetricsInterval < 0 || s.opts.ReadOnly {
 		return
 	}
-	s.stopMetrics = make(chan struct{})
-	s.metricsDone.Add(1)
-	go func() {
-		defer s.metricsDone.Done()
-		t := time.NewTicker(s.opts.MetricsInterval)
-		defer t.Stop()
-		for {
-			s.emitGauges()
-			select {
-			case <-t.C:
-			case <-s.stopMetrics:
-				return
-			}
-		}
-	}()
-}
-
-// stopMetricsLoop stops the gauge loop; the caller holds dbMu exclusively,
-// which emitGauges never waits for.
-func (s *Store) stopMetricsLoop() {
-	if s.stopMetrics != nil {
-		close(s.stopMetrics)
-		s.metricsDone.Wait()
-		s.stopMetrics = nil
-	}
+	s.gauges.start(s.opts.MetricsInterval, true, s.emitGauges)
 }
 
 func (s *Store) emitGauges() {

@@ -86,9 +86,8 @@ type Store struct {
 	// (nil when no compaction runs). compactMu lets one Compact run at a
 	// time; lastCompact describes the last one.
 	compaction atomic.Pointer[compaction]
-	// auto runs Compact by itself (autocompact.go); its fields change
-	// only in Open and Close.
-	auto        autoCompactor
+	// autoCompact runs Compact by itself (autocompact.go).
+	autoCompact ticker
 	compactMu   sync.Mutex
 	lastCompact atomic.Pointer[CompactStats]
 
@@ -98,20 +97,20 @@ type Store struct {
 	// by them. ckptMu lets one checkpoint run at a time; lock order:
 	// writeMu, then ckptMu, then dbMu. jbuf is StoreLogs' frame buffer
 	// (guarded by writeMu).
-	journal  *journal.Journal
-	pending  pendingLog
-	ckptMu   sync.Mutex
-	jbuf     []byte
-	ckptWake chan struct{}
-	ckptStop chan struct{}
-	ckptDone sync.WaitGroup
+	journal *journal.Journal
+	pending pendingLog
+	ckptMu  sync.Mutex
+	jbuf    []byte
+	// checkpoints runs the journal's background checkpoints.
+	checkpoints ticker
 
 	// format is the format version of the file's format record, set by
 	// Open and never changed (Compact copies the record as it is).
 	format uint32
 
-	stopMetrics chan struct{}
-	metricsDone sync.WaitGroup
+	// gauges emits the file gauges (metrics.go). It never waits for dbMu
+	// (emitGauges only tries it), so Close may halt it holding dbMu.
+	gauges ticker
 }
 
 // logState is the state of the file after the last committed write (or,
@@ -278,7 +277,7 @@ func (s *Store) Path() string { return s.path }
 // Close returns nil; every other method of a closed store returns
 // ErrClosed.
 func (s *Store) Close() error {
-	s.stopAutoCompact() // before writeMu, which a Compact it runs takes
+	s.autoCompact.halt() // before writeMu, which a Compact it runs takes
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	if s.closed.Load() {
@@ -288,7 +287,7 @@ func (s *Store) Close() error {
 	s.dbMu.Lock()
 	defer s.dbMu.Unlock()
 	s.closed.Store(true)
-	s.stopMetricsLoop()
+	s.gauges.halt()
 	s.reader.close()
 	err := wrapOp("close", s.path, s.file.Close())
 	if jerr != nil {
