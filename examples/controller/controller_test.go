@@ -60,9 +60,24 @@ func (s *syncBuffer) String() string {
 
 var ready = regexp.MustCompile(`^controller (\S+): http=(\S+) raft=(\S+) dir=`)
 
-// start starts a controller and waits for it to listen.
+// start starts a controller and waits for it to listen; the test kills
+// it at its end.
 func start(t *testing.T, id, dir, raftAddr, httpAddr, join string) *proc {
 	t.Helper()
+	p, err := spawn(id, dir, raftAddr, httpAddr, join)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			t.Logf("stderr of %s:\n%s", id, p.stderr.String())
+		}
+	})
+	return p
+}
+
+// spawn starts a controller and waits for it to listen. It does not touch
+// a testing.T, so that a nemesis goroutine can restart nodes with it.
+func spawn(id, dir, raftAddr, httpAddr, join string) (*proc, error) {
 	args := []string{"-id", id, "-dir", dir, "-raft-addr", raftAddr, "-http-addr", httpAddr}
 	if join != "" {
 		args = append(args, "-join", join)
@@ -72,14 +87,12 @@ func start(t *testing.T, id, dir, raftAddr, httpAddr, join string) *proc {
 	p.cmd.Env = append(os.Environ(), "CONTROLLER_TEST_ARGS="+strings.Join(args, "\n"))
 	p.cmd.Stderr = p.stderr
 	stdout, err := p.cmd.StdoutPipe()
-	require.NoError(t, err)
-	require.NoError(t, p.cmd.Start())
-	t.Cleanup(func() {
-		p.kill()
-		if t.Failed() {
-			t.Logf("stderr of %s:\n%s", id, p.stderr.String())
-		}
-	})
+	if err != nil {
+		return nil, err
+	}
+	if err := p.cmd.Start(); err != nil {
+		return nil, err
+	}
 	line := make(chan []string, 1)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -94,10 +107,11 @@ func start(t *testing.T, id, dir, raftAddr, httpAddr, join string) *proc {
 	select {
 	case m := <-line:
 		p.http, p.raft = m[2], m[3]
+		return p, nil
 	case <-time.After(60 * time.Second):
-		t.Fatalf("%s did not start:\n%s", id, p.stderr.String())
+		p.kill()
+		return nil, fmt.Errorf("%s did not start:\n%s", id, p.stderr.String())
 	}
-	return p
 }
 
 // kill kills the process with SIGKILL: no shutdown of any kind.
@@ -180,11 +194,12 @@ func write(t *testing.T, p *proc, method, key, value string) {
 	}, 60*time.Second, 100*time.Millisecond, "%s %s via %s", method, key, p.id)
 }
 
-// reads waits until p serves key with value (or 404 for "").
+// reads waits until p's own state holds key with value (or 404 for ""):
+// a stale read, which p answers itself.
 func reads(t *testing.T, p *proc, key, value string) {
 	t.Helper()
 	require.Eventually(t, func() bool {
-		code, body, err := do("GET", "http://"+p.http+"/kv/"+key, "")
+		code, body, err := do("GET", "http://"+p.http+"/kv/"+key+"?stale=1", "")
 		if value == "" {
 			return err == nil && code == http.StatusNotFound
 		}
@@ -261,12 +276,36 @@ func TestThreeNodesOverHTTP(t *testing.T) {
 		reads(t, p, "tmp", "")
 	}
 
+	// Compare-and-set swaps only from the expected value; a read without
+	// ?stale=1 goes through the leader, so it sees the swap at once on
+	// any node.
+	for _, step := range []struct {
+		url  string
+		code int
+	}{
+		{"/kv/color?cas=blue", http.StatusOK},       // blue -> green
+		{"/kv/color?cas=blue", http.StatusConflict}, // not blue any more
+		{"/kv/unset?cas=blue", http.StatusConflict}, // not set at all
+	} {
+		code, body, err := do("PUT", "http://"+followers[1].http+step.url, "green")
+		require.NoError(t, err)
+		require.Equal(t, step.code, code, "PUT %s: %s", step.url, body)
+	}
+	for _, p := range nodes {
+		code, body, err := do("GET", "http://"+p.http+"/kv/color", "")
+		require.NoError(t, err)
+		require.Equal(t, []any{http.StatusOK, "green"}, []any{code, body}, "linearizable read via %s", p.id)
+		code, _, err = do("GET", "http://"+p.http+"/kv/unset", "")
+		require.NoError(t, err)
+		require.Equal(t, http.StatusNotFound, code, "linearizable read via %s", p.id)
+	}
+
 	// Kill the leader: the other two elect a new one and go on.
 	leader.kill()
 	write(t, followers[0], "PUT", "size", "large")
 	write(t, followers[1], "PUT", "shape", "round")
 	for _, p := range followers {
-		reads(t, p, "color", "blue")
+		reads(t, p, "color", "green")
 		reads(t, p, "size", "large")
 		reads(t, p, "shape", "round")
 	}
@@ -289,7 +328,7 @@ func TestThreeNodesOverHTTP(t *testing.T) {
 
 	// The killed leader comes back on its directory and catches up.
 	back := start(t, leader.id, leader.dir, leader.raft, leader.http, "")
-	reads(t, back, "color", "blue")
+	reads(t, back, "color", "green")
 	reads(t, back, "shape", "round")
 	write(t, back, "PUT", "after", "restart")
 	for _, p := range append(followers, back) {

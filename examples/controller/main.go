@@ -12,7 +12,9 @@
 //	controller -id n3 -raft-addr 127.0.0.1:7003 -http-addr 127.0.0.1:8003 -dir data/n3 -join 127.0.0.1:8001
 //
 //	curl -X PUT --data-binary blue 127.0.0.1:8002/kv/color   # any node; followers forward writes
-//	curl 127.0.0.1:8003/kv/color                             # reads are served locally
+//	curl 127.0.0.1:8003/kv/color                             # linearizable: read on the leader after a barrier
+//	curl '127.0.0.1:8003/kv/color?stale=1'                   # this node's own state, which may lag
+//	curl -X PUT --data-binary red '127.0.0.1:8001/kv/color?cas=blue' # compare-and-set: 200 swapped, 409 not
 //	curl 127.0.0.1:8001/cluster                              # the configuration the state file recorded
 //	curl -o raft-backup.db 127.0.0.1:8001/backup             # a consistent copy of the log store
 //

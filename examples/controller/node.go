@@ -23,9 +23,10 @@ var (
 
 // command is a raft log entry's data.
 type command struct {
-	Op    string `json:"op"` // "set", "delete" or "register"
+	Op    string `json:"op"` // "set", "cas", "delete" or "register"
 	Key   string `json:"key,omitempty"`
 	Value []byte `json:"value,omitempty"`
+	Old   []byte `json:"old,omitempty"`  // cas: the value Key must hold for Value to replace it
 	ID    string `json:"id,omitempty"`   // register
 	HTTP  string `json:"http,omitempty"` // register
 }
@@ -41,7 +42,7 @@ func apply(tx *bbolt.Tx, l *raft.Log) interface{} {
 		return fmt.Errorf("entry %d: %w", l.Index, err)
 	}
 	switch c.Op {
-	case "set", "delete":
+	case "set", "cas", "delete":
 		if c.Key == "" {
 			return errors.New("empty key")
 		}
@@ -49,8 +50,16 @@ func apply(tx *bbolt.Tx, l *raft.Log) interface{} {
 		if err != nil {
 			return err
 		}
-		if c.Op == "delete" {
+		switch c.Op {
+		case "delete":
 			return b.Delete([]byte(c.Key))
+		case "cas":
+			// The comparison and the write are one transaction, applied
+			// in log order on every node: no other command can come
+			// between them, which is what makes it a compare-and-set.
+			if cur := b.Get([]byte(c.Key)); cur == nil || !bytes.Equal(cur, c.Old) {
+				return errCASMismatch
+			}
 		}
 		return b.Put([]byte(c.Key), c.Value)
 	case "register":
@@ -199,6 +208,12 @@ func (n *node) applyLocal(c command) error {
 type applyError struct{ err error }
 
 func (e *applyError) Error() string { return e.err.Error() }
+func (e *applyError) Unwrap() error { return e.err }
+
+// errCASMismatch is the response of a compare-and-set whose key did not
+// hold the expected value (or was unset): the command was applied and
+// changed nothing.
+var errCASMismatch = errors.New("compare-and-set failed: the key does not hold the expected value")
 
 // leaderHTTP returns the HTTP address of the current leader, from the
 // state's registry.
