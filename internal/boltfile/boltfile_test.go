@@ -186,3 +186,24 @@ func TestCloseOfABrokenFileReleasesTheLock(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, g.Close())
 }
+
+// A panic inside bbolt's Open is ErrCorrupt, and leaves neither the
+// descriptor nor its lock behind: a retry in the same process opens the
+// file (it used to get ErrLocked).
+func TestPanicDuringOpenReleasesTheLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f.db")
+	f, _, err := Open(path, testOptions(createBucket))
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+
+	testHookLocked = func() { panic("bbolt: damaged meta page") }
+	_, _, err = Open(path, testOptions(createBucket))
+	testHookLocked = nil
+	require.ErrorIs(t, err, errs.ErrCorrupt)
+
+	o := testOptions(createBucket)
+	o.LockTimeout = 100 * time.Millisecond
+	g, _, err := Open(path, o)
+	require.NoError(t, err, "the lock must have gone with the failed open")
+	require.NoError(t, g.Close())
+}

@@ -40,6 +40,10 @@ type Options struct {
 	Init func(tx *bbolt.Tx) error
 }
 
+// testHookLocked, when set (by tests), runs inside bbolt.Open once the
+// file is locked and checked: a panic there stands for one of bbolt's.
+var testHookLocked func()
+
 // errRetry is what the open hook returns when the locked descriptor is no
 // longer the file at the path (a Compact or Restore renamed another file
 // over it while Open waited for the lock), or is an empty file that must
@@ -139,6 +143,9 @@ func open(path string, o Options, timeout time.Duration, fresh bool) (_ *File, e
 				return nil, err
 			}
 			f.fd = fd
+			if testHookLocked != nil {
+				testHookLocked()
+			}
 			return fd, nil
 		},
 	}
