@@ -130,6 +130,42 @@ func TestOpenWaitingDuringCompactOpensTheNewFile(t *testing.T) {
 	}
 }
 
+// The same for a state machine whose Restore renames a new file over the
+// path while another OpenStateMachine waits for the lock.
+func TestOpenWaitingDuringRestoreOpensTheNewFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	m := openSMAt(t, path, kvApply(nil))
+	m.ApplyBatch(cmds(1, "set a 1"))
+	src := openSM(t, nil)
+	src.ApplyBatch(cmds(1, "set a 1", "set b 2", "set c 3"))
+	snap := snapshotOf(t, src)
+
+	type opened struct {
+		m   *StateMachine
+		err error
+	}
+	got := make(chan opened, 1)
+	go func() {
+		o := testOptions()
+		o.LockTimeout = time.Minute
+		w, err := OpenStateMachine(path, kvApply(nil), o)
+		got <- opened{w, err}
+	}()
+	waitForSecondDescriptor(t, path)
+	require.NoError(t, m.Restore(io.NopCloser(bytes.NewReader(snap))))
+	m.ApplyBatch(cmds(4, "set d 4"))
+	require.NoError(t, m.Close())
+
+	r := <-got
+	require.NoError(t, r.err)
+	defer r.m.Close()
+	require.EqualValues(t, 4, r.m.AppliedIndex(), "the restored file, with the entry applied after")
+	require.NoError(t, r.m.View(func(tx *bbolt.Tx) error {
+		require.Equal(t, "4", string(tx.Bucket([]byte("kv")).Get([]byte("d"))))
+		return nil
+	}))
+}
+
 // blockingWriter blocks its first Write until release is closed.
 type blockingWriter struct {
 	started chan struct{}
