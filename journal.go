@@ -389,7 +389,9 @@ func (s *Store) checkpoint() error {
 	defer s.runlock()
 	last := batches[len(batches)-1]
 	rec := encodeJournalRecord(journalRecord{id: s.journal.ID(), pos: last.end})
-	err := s.update("checkpoint", func(tx *bbolt.Tx) error {
+	// With the freelist: after a crash, the next Open need not walk the
+	// file (a checkpoint is usually the file's last commit).
+	err := s.updateFile("checkpoint", true, func(tx *bbolt.Tx) error {
 		log, err := layout.LogStore.Bucket(tx, layout.LogBucket)
 		if err != nil {
 			return err

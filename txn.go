@@ -33,11 +33,20 @@ func (s *Store) view(op string, fn func(tx *bbolt.Tx) error) error {
 // The caller holds writeMu, so the shared read transaction can be closed
 // for the duration without a concurrent writer reopening it.
 func (s *Store) update(op string, fn func(tx *bbolt.Tx) error) error {
+	return s.updateFile(op, false, fn)
+}
+
+// updateFile is update; freelist commits bbolt's freelist too
+// (boltfile.File.UpdateWithFreelist).
+func (s *Store) updateFile(op string, freelist bool, fn func(tx *bbolt.Tx) error) error {
 	if err := s.file.Broken(); err != nil {
 		return wrapOp(op, s.path, err)
 	}
 	s.reader.suspend()
 	defer s.reader.resume()
+	if freelist {
+		return wrapOp(op, s.path, s.file.UpdateWithFreelist(fn))
+	}
 	return wrapOp(op, s.path, s.file.Update(fn))
 }
 

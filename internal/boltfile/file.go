@@ -94,11 +94,31 @@ func (f *File) View(fn func(tx *bbolt.Tx) error) error {
 // Update runs fn in a write transaction, unless the file is broken. A
 // panic breaks the file: later Updates return the same error.
 func (f *File) Update(fn func(tx *bbolt.Tx) error) error {
+	return f.update(false, fn)
+}
+
+// UpdateWithFreelist is Update, committing bbolt's freelist with the
+// transaction: until the next Update, the file opens after a crash without
+// a walk of every page. The journal's checkpoints use it; they are the
+// file's most frequent commits then, and rare enough for the cost.
+func (f *File) UpdateWithFreelist(fn func(tx *bbolt.Tx) error) error {
+	return f.update(true, fn)
+}
+
+// update runs fn in a write transaction that commits the freelist, or not.
+// bbolt reads NoFreelistSync only while it commits, holding its writer
+// lock, which fn runs under too: setting it in fn is race-free.
+func (f *File) update(freelist bool, fn func(tx *bbolt.Tx) error) error {
 	if err := f.Broken(); err != nil {
 		return err
 	}
 	f.wrote.Store(true)
-	return f.Guard(true, func() error { return f.db.Update(fn) })
+	return f.Guard(true, func() error {
+		return f.db.Update(func(tx *bbolt.Tx) error {
+			f.db.NoFreelistSync = !freelist
+			return fn(tx)
+		})
+	})
 }
 
 // Guard runs fn, which calls into bbolt, with View's panic policy; write
@@ -210,14 +230,7 @@ func (f *File) release() error {
 // freelist from its page instead of walking every page. The first commit
 // after that Open frees the page again.
 func (f *File) SyncFreelist() error {
-	if err := f.Broken(); err != nil {
-		return err
-	}
-	return f.Guard(true, func() error {
-		f.db.NoFreelistSync = false
-		defer func() { f.db.NoFreelistSync = true }()
-		return f.db.Update(func(*bbolt.Tx) error { return nil })
-	})
+	return f.update(true, func(*bbolt.Tx) error { return nil })
 }
 
 // MoveTo puts this complete file in place of the file at path durably
