@@ -132,3 +132,21 @@ func TestJournalWrapsWithCheckpoints(t *testing.T) {
 func rawLog() *raft.Log { return new(raft.Log) }
 
 func bytesReaderAt(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+
+// GetLog of a journaled entry not yet checkpointed allocates what a read
+// from the cache does: one allocation (the entry's bytes).
+func TestJournalGetLogAllocations(t *testing.T) {
+	s := openTest(t, journalOptions())
+	require.NoError(t, s.StoreLogs(entries(1, 10)))
+	st, err := s.Stats()
+	require.NoError(t, err)
+	require.Equal(t, 1, st.JournalBatches)
+	var l raft.Log
+	allocs := testing.AllocsPerRun(200, func() {
+		if err := s.GetLog(5, &l); err != nil {
+			t.Fatal(err)
+		}
+	})
+	require.LessOrEqual(t, allocs, 1.0)
+	require.Equal(t, *entry(5), l)
+}
