@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"time"
@@ -219,7 +218,7 @@ func (s *Store) openJournal() error {
 		if s.opts.ReadOnly {
 			exists = false
 		} else {
-			if err := removeDurably(jpath); err != nil {
+			if err := boltfile.Remove(jpath); err != nil {
 				return opError("open journal", jpath, err)
 			}
 			s.logger.Warn("removed a journal never put in use", "journal", jpath)
@@ -272,7 +271,7 @@ func (s *Store) openJournal() error {
 			// Everything is checkpointed: the store opens without it.
 			s.journal = nil
 			_ = j.Close()
-			if err := removeDurably(jpath); err != nil {
+			if err := boltfile.Remove(jpath); err != nil {
 				return opError("open journal", jpath, err)
 			}
 		}
@@ -330,14 +329,6 @@ func (s *Store) replay(frames []journal.Frame) error {
 	s.publish(st)
 	s.staged.Store(st.commit)
 	return nil
-}
-
-// removeDurably removes a file and syncs its directory.
-func removeDurably(path string) error {
-	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return boltfile.SyncDir(filepath.Dir(path))
 }
 
 // errDirect is appendJournal's answer for a batch the journal cannot hold.

@@ -172,7 +172,6 @@ func (s *Store) StoreLogs(logs []*raft.Log) error {
 		if err := s.checkpointNow(); err != nil {
 			return err
 		}
-		commit = s.loadState().commit
 	}
 
 	err = s.update(op, func(tx *bbolt.Tx) error {
@@ -333,7 +332,6 @@ func (s *Store) DeleteRange(from, to uint64) error {
 	if err := s.checkpointNow(); err != nil {
 		return err
 	}
-	st.commit = s.loadState().commit
 	// Published before the commit (see Store.state): from now on no
 	// reader asks for the entries being deleted, nor finds them cached.
 	next := st

@@ -214,13 +214,7 @@ func (s *Store) Stats() (Stats, error) {
 		return st, nil
 	}
 	err := s.view("stats", func(tx *bbolt.Tx) error {
-		used := int64(3) // two meta pages and the root bucket's page
-		_ = tx.ForEach(func(_ []byte, b *bbolt.Bucket) error {
-			bs := b.Stats()
-			used += int64(bs.BranchPageN + bs.BranchOverflowN + bs.LeafPageN + bs.LeafOverflowN)
-			return nil
-		})
-		st.FreeBytes = max(tx.Size()-used*int64(st.PageSize), 0)
+		st.FreeBytes = boltfile.FreeBytes(tx)
 		return nil
 	})
 	return st, err

@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	"github.com/raftbolt/raftbolt"
+	"github.com/raftbolt/raftbolt/internal/boltfile"
 	"go.etcd.io/bbolt"
 )
 
@@ -198,15 +199,7 @@ func runInfoStateMachine(c *ctx, path string, sm *raftbolt.StateMachine) error {
 	out := smInfoJSON{Path: path, Kind: kindStateMachine, AppliedIndex: sm.AppliedIndex(), FileSize: statSize(path)}
 	err := view(sm, func(tx *bbolt.Tx) (err error) {
 		out.PageSize = tx.DB().Info().PageSize
-		// What bbolt would reuse: the file's pages less those of the tree
-		// (bbolt loads no freelist for a read-only handle).
-		used := int64(3) // two meta pages and the root bucket's page
-		_ = tx.ForEach(func(_ []byte, b *bbolt.Bucket) error {
-			bs := b.Stats()
-			used += int64(bs.BranchPageN + bs.BranchOverflowN + bs.LeafPageN + bs.LeafOverflowN)
-			return nil
-		})
-		out.FreeBytes = max(tx.Size()-used*int64(out.PageSize), 0)
+		out.FreeBytes = boltfile.FreeBytes(tx) // a read-only handle has no freelist
 		out.Buckets, err = scanBuckets(tx, false)
 		return err
 	})

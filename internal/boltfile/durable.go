@@ -96,3 +96,12 @@ func Link(tmp, path string) error {
 	}
 	return SyncDir(filepath.Dir(path))
 }
+
+// Remove removes the file at path, if there is one, durably: the
+// directory is synced after.
+func Remove(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return SyncDir(filepath.Dir(path))
+}

@@ -281,3 +281,16 @@ func releaseGradually(fd *os.File) {
 		}
 	}
 }
+
+// FreeBytes returns the bytes of tx's file that bbolt would reuse: the
+// file's pages less those of the tree. It walks every bucket's pages, for
+// read-only handles, which load no freelist.
+func FreeBytes(tx *bbolt.Tx) int64 {
+	used := int64(3) // two meta pages and the root bucket's page
+	_ = tx.ForEach(func(_ []byte, b *bbolt.Bucket) error {
+		bs := b.Stats()
+		used += int64(bs.BranchPageN + bs.BranchOverflowN + bs.LeafPageN + bs.LeafOverflowN)
+		return nil
+	})
+	return max(tx.Size()-used*int64(tx.DB().Info().PageSize), 0)
+}
