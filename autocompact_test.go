@@ -13,7 +13,7 @@ func TestAutoCompactGivesSpaceBack(t *testing.T) {
 	o := testOptions()
 	o.AutoCompactFree = 1 << 20
 	o.AutoCompactInterval = 10 * time.Millisecond
-	o.Journal = false // the sizes compared are the file's
+	o.NoJournal = true // the sizes compared are the file's
 	s := openTest(t, o)
 	data := make([]byte, 1024)
 	for i := uint64(1); i <= 8000; i += 500 {

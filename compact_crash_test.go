@@ -26,7 +26,7 @@ func compactEntry(i uint64) *raft.Log {
 // compactLoopChild compacts the store over and over while a writer appends
 // and truncates the head, reporting every acknowledged append.
 func compactLoopChild(args []string) error {
-	s, err := Open(args[0], &Options{Logger: hclog.NewNullLogger(), MetricsInterval: -1, Journal: testJournal})
+	s, err := Open(args[0], &Options{Logger: hclog.NewNullLogger(), MetricsInterval: -1, NoJournal: !testJournal})
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,7 @@ func init() { children["crashloop"] = crashLoopChild }
 // bound is off so that GetCommitIndex is the persisted commit index (with
 // its configuration cap, which the model computes).
 func crashOptions() *Options {
-	return &Options{Logger: hclog.NewNullLogger(), MetricsInterval: -1, RestoreReplayLimit: -1, Journal: testJournal}
+	return &Options{Logger: hclog.NewNullLogger(), MetricsInterval: -1, RestoreReplayLimit: -1, NoJournal: !testJournal}
 }
 
 // crashEntry is the entry the crash loop writes at index i in term term:

@@ -16,14 +16,15 @@ import (
 )
 
 // testOptions are fast options for tests that do not test durability.
-// With RAFTBOLT_TEST_JOURNAL=1 they turn the journal on, so that the
-// whole suite runs against it.
+// They keep the default journal; with RAFTBOLT_TEST_JOURNAL=0 they turn
+// it off (Options.NoJournal), so that the whole suite runs against each
+// way of appending.
 func testOptions() *Options {
-	return &Options{NoSync: true, Logger: hclog.NewNullLogger(), MetricsInterval: -1, Journal: testJournal}
+	return &Options{NoSync: true, Logger: hclog.NewNullLogger(), MetricsInterval: -1, NoJournal: !testJournal}
 }
 
-// testJournal is set from RAFTBOLT_TEST_JOURNAL.
-var testJournal = os.Getenv("RAFTBOLT_TEST_JOURNAL") == "1"
+// testJournal is false when RAFTBOLT_TEST_JOURNAL=0.
+var testJournal = os.Getenv("RAFTBOLT_TEST_JOURNAL") != "0"
 
 // openTest opens a store in a new temp dir with testOptions (or opts).
 func openTest(t testing.TB, opts ...*Options) *Store {

@@ -18,7 +18,8 @@ import (
 	"go.etcd.io/bbolt"
 )
 
-// This file holds the Store's journal (Options.Journal, internal/journal):
+// This file holds the Store's journal (on unless Options.NoJournal;
+// internal/journal):
 // StoreLogs appends a batch as one frame with one fdatasync; the batch is
 // then pending, served from memory, until a checkpoint writes the pending
 // batches into the bbolt file in one transaction, together with the
@@ -84,11 +85,17 @@ func (p *pendingLog) add(b *jbatch) {
 	p.mu.Unlock()
 }
 
-// front returns the pending batches now.
-func (p *pendingLog) front() []*jbatch {
+// front returns the oldest pending batches, as many as fit in max bytes
+// but at least one (all of them for a negative max).
+func (p *pendingLog) front(max int) []*jbatch {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	return append([]*jbatch(nil), p.batches...)
+	n, bytes := 0, 0
+	for n < len(p.batches) && (max < 0 || n == 0 || bytes+p.batches[n].size <= max) {
+		bytes += p.batches[n].size
+		n++
+	}
+	return append([]*jbatch(nil), p.batches[:n]...)
 }
 
 // drop removes the n oldest batches.
@@ -191,7 +198,7 @@ func decodeFrame(f journal.Frame) (*jbatch, error) {
 }
 
 // openJournal replays the journal a previous run left, if any, and opens
-// it for appends when Options.Journal is set. It runs in Open, after the
+// it for appends unless Options.NoJournal is set. It runs in Open, after the
 // file's state is loaded and before the store is in use.
 func (s *Store) openJournal() error {
 	jpath := s.path + journalSuffix
@@ -243,7 +250,7 @@ func (s *Store) openJournal() error {
 			// The pending batches stay in memory; nothing is written.
 			return j.Close()
 		}
-		if s.opts.Journal {
+		if !s.opts.NoJournal {
 			// They stay pending, for the background checkpoint: Open
 			// costs a read of the journal, not a write of it.
 			s.journal = j
@@ -255,7 +262,7 @@ func (s *Store) openJournal() error {
 		}
 		s.ckptMu.Lock()
 		s.journal = j // for checkpoint's Checkpointed
-		err = s.checkpoint()
+		err = s.checkpointAll()
 		s.ckptMu.Unlock()
 		if err != nil {
 			s.journal = nil
@@ -266,7 +273,7 @@ func (s *Store) openJournal() error {
 	if s.opts.ReadOnly {
 		return nil
 	}
-	if !s.opts.Journal {
+	if s.opts.NoJournal {
 		if j != nil {
 			// Everything is checkpointed: the store opens without it.
 			s.journal = nil
@@ -343,11 +350,9 @@ func (s *Store) appendJournal(first uint64, mem []byte, recs [][]byte, size int,
 	s.jbuf = encodeFrame(s.jbuf, first, commit, recs)
 	end, err := s.journal.Append(frameBatch, s.jbuf)
 	if errors.Is(err, journal.ErrFull) {
-		// The background checkpoint is behind: do one now.
-		s.ckptMu.Lock()
-		err = s.checkpoint()
-		s.ckptMu.Unlock()
-		if err == nil {
+		// The ring holds only pending frames (a small journal, or the
+		// file cannot keep up): checkpoint them all now.
+		if err = s.checkpointNow(); err == nil {
 			end, err = s.journal.Append(frameBatch, s.jbuf)
 		}
 	}
@@ -358,18 +363,63 @@ func (s *Store) appendJournal(first uint64, mem []byte, recs [][]byte, size int,
 		return err
 	}
 	s.pending.add(&jbatch{first: first, last: first + uint64(len(recs)) - 1, commit: commit, mem: mem, recs: recs, end: end, size: size})
-	if _, bytes := s.pending.len(); int64(bytes) >= s.opts.JournalSize/4 {
+	_, bytes := s.pending.len()
+	if bytes >= s.ckpt.trigger {
 		s.checkpoints.poke()
+	}
+	if bytes >= s.ckpt.limit {
+		// Appends outrun the checkpoints: wait for the one in progress,
+		// and checkpoint more if that was not enough. The pending memory
+		// stays bounded, and the stall is one bounded checkpoint.
+		s.ckptMu.Lock()
+		defer s.ckptMu.Unlock()
+		for {
+			if _, bytes := s.pending.len(); bytes < s.ckpt.limit {
+				return nil
+			}
+			if err := s.checkpoint(); err != nil {
+				// The batch is durable in the journal: the error is
+				// the next checkpoint's to report.
+				s.logger.Error("checkpoint of the journal failed; will retry", "error", err)
+				return nil
+			}
+		}
 	}
 	return nil
 }
 
-// checkpoint writes every pending batch into the bbolt file in one
-// transaction that also records the journal position they end at, then
-// hands their records to the cache. The caller holds ckptMu, and not
-// dbMu. Appends go on meanwhile.
+// checkpointSizes bounds the journal's pending bytes (Options.JournalSize
+// and the memory they take): a checkpoint starts at trigger, writes at
+// most max in one bbolt transaction (whose dirty pages are held in memory
+// until it commits), and appends wait for the checkpoints at limit.
+type checkpointSizes struct {
+	trigger, max, limit int
+}
+
+// The bounds of checkpointSizes for a journal at least 16 MiB large
+// (smaller ones use a quarter and a half of theirs). A small trigger keeps
+// each checkpoint's flush short while appends are few: appends that wait
+// on the device behind a checkpoint's fdatasync wait less. While appends
+// outrun the checkpoints, more is pending when the next one starts, so it
+// writes more at once, up to max.
+const (
+	ckptTrigger = 64 << 10
+	ckptMax     = 2 << 20
+	ckptLimit   = 4 << 20
+)
+
+func newCheckpointSizes(journalSize int64) checkpointSizes {
+	q := int(journalSize / 4)
+	return checkpointSizes{trigger: min(q, ckptTrigger), max: min(q, ckptMax), limit: min(2*q, ckptLimit)}
+}
+
+// checkpoint writes the oldest pending batches, up to ckpt.max bytes (at
+// least one batch), into the bbolt file in one transaction that also
+// records the journal position they end at, then hands their records to
+// the cache. The caller holds ckptMu, and not dbMu. Appends go on
+// meanwhile.
 func (s *Store) checkpoint() error {
-	batches := s.pending.front()
+	batches := s.pending.front(s.ckpt.max)
 	if len(batches) == 0 || s.journal == nil {
 		return nil
 	}
@@ -429,14 +479,48 @@ func (s *Store) checkpointNow() error {
 	}
 	s.ckptMu.Lock()
 	defer s.ckptMu.Unlock()
-	return s.checkpoint()
+	return s.checkpointAll()
 }
 
-// startCheckpointer starts the background checkpoint loop.
+// checkpointAll checkpoints until nothing is pending. The caller holds
+// ckptMu, and writeMu (or appends could keep it going).
+func (s *Store) checkpointAll() error {
+	for {
+		if n, _ := s.pending.len(); n == 0 {
+			return nil
+		}
+		if err := s.checkpoint(); err != nil {
+			return err
+		}
+	}
+}
+
+// startCheckpointer starts the background checkpoint loop. Each run
+// checkpoints what was pending when it started, in transactions of at
+// most ckpt.max bytes, letting appends and other checkpoints (of
+// DeleteRange, say) in between.
 func (s *Store) startCheckpointer() {
 	s.checkpoints.start(s.opts.CheckpointInterval, false, func() {
-		if err := s.checkpointNow(); err != nil && !errors.Is(err, ErrClosed) {
-			s.logger.Error("checkpoint of the journal failed; will retry", "error", err)
+		batches := s.pending.front(-1)
+		if len(batches) == 0 {
+			return
+		}
+		upTo := batches[len(batches)-1].last
+		for {
+			s.ckptMu.Lock()
+			var err error
+			done := true
+			if b := s.pending.front(1); len(b) > 0 && b[0].first <= upTo {
+				err = s.checkpoint()
+				done = false
+			}
+			s.ckptMu.Unlock()
+			if err != nil && !errors.Is(err, ErrClosed) {
+				s.logger.Error("checkpoint of the journal failed; will retry", "error", err)
+			}
+			if done || err != nil {
+				return
+			}
 		}
 	})
 }

@@ -2,20 +2,19 @@ package raftbolt
 
 import (
 	"bytes"
-
-	"github.com/hashicorp/raft"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
 	"github.com/raftbolt/raftbolt/internal/boltcheck"
 	"github.com/stretchr/testify/require"
 )
 
 func journalOptions() *Options {
-	return &Options{Logger: hclog.NewNullLogger(), MetricsInterval: -1, Journal: true,
+	return &Options{Logger: hclog.NewNullLogger(), MetricsInterval: -1,
 		JournalSize: 256 << 10, CheckpointInterval: time.Hour}
 }
 
@@ -72,7 +71,7 @@ func TestJournalReplay(t *testing.T) {
 	// A second crash copy, opened without the journal.
 	s2 := crashCopy(t, s)
 	o := journalOptions()
-	o.Journal = false
+	o.NoJournal = true
 	n := openAt(t, s2, o)
 	requireLog(t, n, 1, 150)
 	_, err = os.Stat(s2 + journalSuffix)
@@ -149,4 +148,41 @@ func TestJournalGetLogAllocations(t *testing.T) {
 	})
 	require.LessOrEqual(t, allocs, 1.0)
 	require.Equal(t, *entry(5), l)
+}
+
+// However fast batches come, what is pending (in memory, and in the
+// journal) stays under the bound at which StoreLogs waits for the
+// checkpoints, and no checkpoint writes more than its bound at once: the
+// memory a store takes does not grow with the write rate. Before the
+// bound, pending batches piled up until the journal was full (64 MiB).
+func TestJournalPendingStaysBounded(t *testing.T) {
+	o := testOptions()
+	o.NoJournal, o.CheckpointInterval = false, time.Hour // only the byte bounds start checkpoints
+	s := openTest(t, o)
+	require.Equal(t, checkpointSizes{trigger: ckptTrigger, max: ckptMax, limit: ckptLimit}, s.ckpt, "the default journal's bounds")
+	batch := make([]*raft.Log, 64)
+	data := bytes.Repeat([]byte{7}, 4096)
+	for b := 0; b < 200; b++ { // 50 MiB
+		for k := range batch {
+			batch[k] = &raft.Log{Index: uint64(b*64 + k + 1), Term: 1, Data: data}
+		}
+		require.NoError(t, s.StoreLogs(batch))
+		_, bytes := s.pending.len()
+		require.Less(t, bytes, ckptLimit, "after batch %d", b)
+		frames, ringBytes := s.journal.Pending()
+		require.LessOrEqual(t, ringBytes, int64(ckptLimit)+int64(frames)*64, "the ring holds what is pending, framed")
+	}
+	for i := uint64(1); i <= 200*64; i += 97 {
+		var l raft.Log
+		require.NoError(t, s.GetLog(i, &l))
+		require.Equal(t, i, l.Index)
+		require.Equal(t, data, l.Data, "index %d", i)
+	}
+	got := s.pending.front(s.ckpt.max)
+	size := 0
+	for _, b := range got {
+		size += b.size
+	}
+	require.LessOrEqual(t, size, ckptMax, "one checkpoint's share")
+	require.NoError(t, s.Check())
 }

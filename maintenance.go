@@ -224,7 +224,7 @@ func (s *Store) Stats() (Stats, error) {
 // record's checksum and index, and that they follow each other.
 func (s *Store) checkPending() error {
 	var prev uint64
-	for _, b := range s.pending.front() {
+	for _, b := range s.pending.front(-1) {
 		if prev != 0 && b.first != prev+1 {
 			return corruptf("journal: a batch starts at index %d after index %d", b.first, prev)
 		}

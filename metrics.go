@@ -58,7 +58,7 @@ func Metrics() []MetricInfo {
 		{join(metricCompactPause), "timer", nil, "time writers were blocked during a Compact"},
 		{join(metricConfigRecordFailed), "counter", nil, "failures of the FSM adapter to record a committed configuration (retried)"},
 		{join(metricCompactAuto), "counter", nil, "Compacts the store started itself (Options.AutoCompactFree)"},
-		{join(metricCheckpoint), "timer", nil, "duration of a checkpoint of the journal into the file (Options.Journal)"},
+		{join(metricCheckpoint), "timer", nil, "duration of a checkpoint of the journal into the file"},
 		{join(metricCheckpointBatches), "sample", nil, "journaled batches written per checkpoint"},
 	}
 }

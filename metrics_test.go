@@ -50,7 +50,7 @@ func gauges(sink *metrics.InmemSink, name string) map[string]float32 {
 func TestTwoStoresKeepSeparateGauges(t *testing.T) {
 	sink := inmemMetrics(t)
 	o := testOptions()
-	o.Journal = false // the stores are told apart by their files' sizes
+	o.NoJournal = true // the stores are told apart by their files' sizes
 	a := openAt(t, filepath.Join(t.TempDir(), "raft.db"), o)
 	b := openAt(t, filepath.Join(t.TempDir(), "raft.db"), o)
 	data := make([]byte, 64<<10)

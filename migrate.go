@@ -365,7 +365,7 @@ func (m *migration) tempOptions(readOnly bool) *Options {
 	o := m.opts
 	o.ReadOnly = readOnly
 	o.NoSync = true
-	o.Journal = false // the copy is verified in the file itself
+	o.NoJournal = true // the copy is verified in the file itself
 	o.CacheSize = -1
 	o.MetricsInterval = -1
 	o.VerifyOnOpen = readOnly

@@ -70,12 +70,13 @@ func modelOptions(cacheSize, cacheBytes int, noSync bool) raftbolt.Options {
 		CacheBytes:      cacheBytes,
 		Logger:          hclog.NewNullLogger(),
 		MetricsInterval: -1,
+		NoJournal:       true,
 	}
 }
 
 func modelCellName(o raftbolt.Options) string {
 	name := fmt.Sprintf("CacheSize=%d/CacheBytes=%d/NoSync=%v", o.CacheSize, o.CacheBytes, o.NoSync)
-	if o.Journal {
+	if !o.NoJournal {
 		name += fmt.Sprintf("/Journal=%dKiB/CheckpointInterval=%v", o.JournalSize>>10, o.CheckpointInterval)
 	}
 	if o.AutoCompactFree != 0 {
@@ -88,7 +89,7 @@ func modelCellName(o raftbolt.Options) string {
 // that batches wrap it and some are larger than it (those go to the file).
 func journalOptions(cacheSize, cacheBytes int, noSync bool, size int64, interval time.Duration) raftbolt.Options {
 	o := modelOptions(cacheSize, cacheBytes, noSync)
-	o.Journal, o.JournalSize, o.CheckpointInterval = true, size, interval
+	o.NoJournal, o.JournalSize, o.CheckpointInterval = false, size, interval
 	return o
 }
 

@@ -26,11 +26,11 @@ const (
 	// gauges are emitted.
 	DefaultMetricsInterval = 10 * time.Second
 
-	// DefaultJournalSize is the size of the journal file (Options.Journal).
+	// DefaultJournalSize is the size of the journal file (Options.JournalSize).
 	DefaultJournalSize = 64 << 20
 
 	// DefaultCheckpointInterval is how long a journaled batch waits for its
-	// checkpoint at most (Options.Journal).
+	// checkpoint at most (Options.CheckpointInterval).
 	DefaultCheckpointInterval = time.Second
 
 	// DefaultAutoCompactFree is how much free space the file must hold,
@@ -114,21 +114,38 @@ type Options struct {
 	// one read of every page; the raftbolt tool's check command sets it.
 	VerifyOnOpen bool
 
-	// Journal makes StoreLogs append each batch to a journal file next to
-	// the store (path + ".journal") with one fdatasync, instead of
-	// committing a bbolt transaction (two fsyncs); a background checkpoint
-	// moves journaled entries into the bbolt file in bulk, and Close
-	// checkpoints everything. Batches holding configuration entries, the
-	// bootstrap entry, and batches larger than the journal go to the file
-	// directly. A journal left by a crash is replayed by the next Open
-	// whatever this option says (a read-only Open reads it without
-	// writing). Off by default while it is being proven (see the README).
+	// NoJournal turns the journal off: each StoreLogs then commits a bbolt
+	// transaction (two fsyncs) instead of appending one frame to the
+	// journal (one fdatasync).
+	//
+	// The journal is on by default. StoreLogs appends each batch to a
+	// journal file next to the store (path + ".journal", JournalSize
+	// bytes, allocated once) with one fdatasync, and a background
+	// checkpoint moves journaled entries into the bbolt file in bulk;
+	// Close checkpoints everything. Batches holding configuration
+	// entries, the bootstrap entry, and batches larger than the journal go
+	// to the file directly. A journal left by a crash is replayed by the
+	// next Open whatever this option says: with NoJournal, Open
+	// checkpoints it into the file and removes it (or returns why it
+	// cannot); a read-only Open reads it without writing.
+	NoJournal bool
+
+	// Journal was the opt-in switch of the journal before it became the
+	// default.
+	//
+	// Deprecated: the journal is on unless NoJournal is set; Journal is
+	// ignored.
 	Journal bool
 
-	// JournalSize is the journal file's size, a multiple of 4096; it is
-	// allocated and zero-filled when the journal is created. 0 means
-	// DefaultJournalSize. A checkpoint starts once a quarter of it is
-	// pending, or CheckpointInterval after the first pending batch.
+	// JournalSize is the journal file's size, a multiple of 4096, at
+	// least 64 KiB; it is allocated and zero-filled when the journal is
+	// created (a journal of another size is used as it is until it is
+	// next created). 0 means DefaultJournalSize. A checkpoint starts once
+	// a quarter of it or 1 MiB (the smaller) is pending, or
+	// CheckpointInterval after the first pending batch; it writes at most
+	// twice that in one transaction; StoreLogs waits for the checkpoints
+	// while half of it or 4 MiB is pending, so the memory the pending
+	// entries take stays bounded.
 	JournalSize int64
 
 	// CheckpointInterval bounds how long a journaled batch waits for its

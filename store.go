@@ -91,16 +91,17 @@ type Store struct {
 	compactMu   sync.Mutex
 	lastCompact atomic.Pointer[CompactStats]
 
-	// The journal (journal.go; nil without Options.Journal, and in a
+	// The journal (journal.go; nil with Options.NoJournal, and in a
 	// read-only handle). pending holds the journaled batches not yet
 	// checkpointed into the file: the log is the file's entries followed
 	// by them. ckptMu lets one checkpoint run at a time; lock order:
 	// writeMu, then ckptMu, then dbMu. jbuf is StoreLogs' frame buffer
-	// (guarded by writeMu).
+	// (guarded by writeMu). ckpt bounds the pending bytes.
 	journal *journal.Journal
 	pending pendingLog
 	ckptMu  sync.Mutex
 	jbuf    []byte
+	ckpt    checkpointSizes
 	// checkpoints runs the journal's background checkpoints.
 	checkpoints ticker
 
@@ -156,6 +157,7 @@ func Open(path string, opts *Options) (*Store, error) {
 	s := &Store{
 		path:   path,
 		opts:   o,
+		ckpt:   newCheckpointSizes(o.JournalSize),
 		logger: o.Logger.With("path", path),
 		cache:  tailcache.New(o.CacheSize, o.CacheBytes),
 	}

@@ -101,13 +101,14 @@ func digest(files map[string][]byte) string {
 	return strings.Join(parts, ",")
 }
 
-// storeOptions are the workloads' options. RAFTBOLT_POWERLOSS_JOURNAL=1
-// turns the journal on (Options.Journal), with a journal small enough to
-// wrap within a workload.
+// storeOptions are the workloads' options: without the journal
+// (Options.NoJournal), unless RAFTBOLT_POWERLOSS_JOURNAL=1 turns it on
+// with a journal small enough to wrap within a workload (the default 64
+// MiB would make every crash state a 64 MiB file).
 func storeOptions(noSync bool) *raftbolt.Options {
-	o := &raftbolt.Options{Logger: hclog.NewNullLogger(), MetricsInterval: -1, RestoreReplayLimit: -1, NoSync: noSync}
+	o := &raftbolt.Options{Logger: hclog.NewNullLogger(), MetricsInterval: -1, RestoreReplayLimit: -1, NoSync: noSync, NoJournal: true}
 	if os.Getenv("RAFTBOLT_POWERLOSS_JOURNAL") == "1" {
-		o.Journal, o.JournalSize = true, 64<<10
+		o.NoJournal, o.JournalSize = false, 64<<10
 	}
 	return o
 }
