@@ -1,4 +1,5 @@
-// Command bench runs the same workloads against raftbolt,
+// Command bench runs the same workloads against raftbolt (with its
+// defaults, and with Options.NoJournal),
 // hashicorp/raft-boltdb/v2 and hashicorp/raft-wal in one process, with each
 // store's default (durable) options, and prints a markdown report: the
 // medians, the ratios, the targets met or not, and the spread.
@@ -9,11 +10,16 @@
 // same run: one bare bbolt transaction with raftbolt's options (bbolt syncs
 // twice per commit) and one write plus fdatasync of the same bytes.
 //
-//	cd compat && go run ./bench            # the full run (about a minute here, a few GiB of temp files)
+//	cd compat && go run ./bench            # the full run (about a minute here, a few GiB of temp files, and two more minutes for cluster)
 //	cd compat && go run ./bench -short     # seconds; what CI runs through TestHarnessShort
 //	cd compat && go run ./bench -only append,get
+//	cd compat && go run ./bench -only cluster -rounds 5
 //
-// Workloads (-only): append, get, trunc (includes Compact), open, rss.
+// Workloads (-only): append, get, trunc (includes Compact), open, rss,
+// cluster (commits through a 3-node raft cluster on loopback TCP, a new
+// cluster per store and round: about 4 s each, so it runs fewer rounds
+// than the others unless -rounds says otherwise), ckpt (raftbolt's appends
+// while its journal's checkpoints run: 20 s).
 package main
 
 import (
@@ -23,6 +29,7 @@ import (
 	"os"
 	"runtime/pprof"
 	"strings"
+	"time"
 )
 
 // config sizes a run.
@@ -47,6 +54,12 @@ type config struct {
 
 	openN    int   // entries in the Open stores
 	rssBytes int64 // log size of the RSS probe
+
+	clusterRounds  int           // rounds of the cluster workload (-rounds sets it too)
+	clusterClients int           // concurrent Apply callers on the leader
+	clusterDur     time.Duration // how long they run per store and round
+
+	ckptDur time.Duration // how long each size appends in the checkpoint workload
 }
 
 func fullConfig() config {
@@ -55,6 +68,8 @@ func fullConfig() config {
 		getN: 100_000, recentN: 1000, readBlock: 500,
 		truncN: 300_000, truncKeep: 1000, truncOps: 10,
 		openN: 1_000_000, rssBytes: 1 << 30,
+		clusterRounds: 7, clusterClients: 64, clusterDur: 3 * time.Second,
+		ckptDur: 10 * time.Second,
 	}
 }
 
@@ -64,17 +79,19 @@ func shortConfig() config {
 		getN: 2000, recentN: 100, readBlock: 50,
 		truncN: 3000, truncKeep: 100, truncOps: 3,
 		openN: 5000, rssBytes: 4 << 20,
+		clusterRounds: 2, clusterClients: 8, clusterDur: 200 * time.Millisecond,
+		ckptDur: 300 * time.Millisecond,
 	}
 }
 
-var workloads = []string{"append", "get", "trunc", "open", "rss"}
+var workloads = []string{"append", "get", "trunc", "open", "rss", "cluster", "ckpt"}
 
 func main() {
 	if runChild() {
 		return
 	}
 	short := flag.Bool("short", false, "tiny sizes: checks that the harness works, measures nothing")
-	rounds := flag.Int("rounds", 0, "interleaved rounds per workload (0: 31, or 3 with -short)")
+	rounds := flag.Int("rounds", 0, "interleaved rounds per workload (0: 31, cluster 7; or 3, cluster 2, with -short)")
 	only := flag.String("only", "", "comma-separated workloads to run: "+strings.Join(workloads, ","))
 	dir := flag.String("dir", "", "where to create the temp dirs (default: the system's)")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
@@ -86,6 +103,7 @@ func main() {
 	}
 	if *rounds > 0 {
 		cfg.rounds = *rounds
+		cfg.clusterRounds = *rounds
 	}
 	cfg.dir = *dir
 	cfg.out, cfg.log = os.Stdout, os.Stderr
@@ -133,6 +151,8 @@ func run(cfg config) error {
 		{"trunc", b.truncation},
 		{"open", b.opens},
 		{"rss", b.rss},
+		{"cluster", b.cluster},
+		{"ckpt", b.checkpoints},
 	}
 	for _, s := range steps {
 		if cfg.only != nil && !cfg.only[s.name] {

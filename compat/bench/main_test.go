@@ -28,8 +28,9 @@ func TestHarnessShort(t *testing.T) {
 	report := out.String()
 	t.Log(report)
 	for _, want := range []string{
-		"### Medians", "### Targets", "### Spread", "### Truncation", "### Compact", "### Memory",
+		"### Medians", "### Targets", "### Appends while checkpoints run", "### Spread", "### Truncation", "### Compact", "### Memory",
 		"StoreLogs 1×256 B", "StoreLogs 64×4 KiB", "GetLog cold", "GetLog recent", "Open, 5k entries",
+		"raft cluster, 3 nodes, 8 clients: time per commit", "### Raft cluster",
 		"go.etcd.io/bbolt v1.5.0", "github.com/hashicorp/raft-wal v0.4.0",
 	} {
 		require.Contains(t, report, want)
