@@ -201,8 +201,8 @@ func BenchmarkOpen(b *testing.B) {
 }
 
 // BenchmarkOpenAfterCrash opens, as after a crash, a store of 1M entries
-// to which 60 MiB of batches were appended since: with the journal, they
-// are past the last checkpoint, filling the 64 MiB journal (the worst
+// to which 14 MiB of batches were appended since: with the journal, they
+// are past the last checkpoint, filling the 16 MiB journal (the worst
 // case: StoreLogs waits for checkpoints from 4 MiB pending on, so only
 // checkpoints failing for a while leave that much), whose commit wrote
 // bbolt's freelist, so Open reads the journal and skips the walk of every
@@ -227,13 +227,13 @@ func benchOpenAfterCrash(b *testing.B, journal bool) {
 	benchFill(b, s, 64, 4096, 64)
 	require.NoError(b, s.checkpointNow()) // as the background checkpoint does
 	s.ckpt.trigger, s.ckpt.limit = math.MaxInt, math.MaxInt
-	benchFill(b, s, 240*64, 4096, 64)
+	benchFill(b, s, 56*64, 4096, 64)
 	st, err := s.Stats()
 	require.NoError(b, err)
 	files := map[string][]byte{}
 	suffixes := []string{""}
 	if journal {
-		require.Equal(b, 240, st.JournalBatches, "the batches must still be pending")
+		require.Equal(b, 56, st.JournalBatches, "the batches must still be pending")
 		suffixes = append(suffixes, journalSuffix)
 	}
 	for _, suffix := range suffixes {
@@ -253,8 +253,8 @@ func benchOpenAfterCrash(b *testing.B, journal bool) {
 			b.Fatal(err)
 		}
 		b.StopTimer()
-		if last, _ := c.LastIndex(); last != n+241*64 {
-			b.Fatalf("last index %d, want %d", last, n+241*64)
+		if last, _ := c.LastIndex(); last != n+57*64 {
+			b.Fatalf("last index %d, want %d", last, n+57*64)
 		}
 		if err := c.Close(); err != nil {
 			b.Fatal(err)

@@ -253,8 +253,7 @@ func (s *Store) openJournal() error {
 		if !s.opts.NoJournal {
 			// They stay pending, for the background checkpoint: Open
 			// costs a read of the journal, not a write of it.
-			s.journal = j
-			s.startCheckpointer()
+			s.useJournal(j)
 			if len(frames) > 0 {
 				s.checkpoints.poke()
 			}
@@ -262,6 +261,7 @@ func (s *Store) openJournal() error {
 		}
 		s.ckptMu.Lock()
 		s.journal = j // for checkpoint's Checkpointed
+		s.ckpt = newCheckpointSizes(j.Size())
 		err = s.checkpointAll()
 		s.ckptMu.Unlock()
 		if err != nil {
@@ -310,9 +310,16 @@ func (s *Store) openJournal() error {
 			return opError("open journal", jpath, err)
 		}
 	}
-	s.journal = j
-	s.startCheckpointer()
+	s.useJournal(j)
 	return nil
+}
+
+// useJournal makes j the journal StoreLogs appends to, with checkpoint
+// bounds for its size, and starts the background checkpoints.
+func (s *Store) useJournal(j *journal.Journal) {
+	s.journal = j
+	s.ckpt = newCheckpointSizes(j.Size())
+	s.startCheckpointer()
 }
 
 // replay makes the batches of frames pending, checking that they continue

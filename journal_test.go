@@ -154,7 +154,7 @@ func TestJournalGetLogAllocations(t *testing.T) {
 // journal) stays under the bound at which StoreLogs waits for the
 // checkpoints, and no checkpoint writes more than its bound at once: the
 // memory a store takes does not grow with the write rate. Before the
-// bound, pending batches piled up until the journal was full (64 MiB).
+// bound, pending batches piled up until the journal was full.
 func TestJournalPendingStaysBounded(t *testing.T) {
 	o := testOptions()
 	o.NoJournal, o.CheckpointInterval = false, time.Hour // only the byte bounds start checkpoints

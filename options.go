@@ -26,8 +26,10 @@ const (
 	// gauges are emitted.
 	DefaultMetricsInterval = 10 * time.Second
 
-	// DefaultJournalSize is the size of the journal file (Options.JournalSize).
-	DefaultJournalSize = 64 << 20
+	// DefaultJournalSize is the size of the journal file (Options.JournalSize):
+	// four times what may be pending before StoreLogs waits for the
+	// checkpoints, so that appends never wait for the ring itself.
+	DefaultJournalSize = 16 << 20
 
 	// DefaultCheckpointInterval is how long a journaled batch waits for its
 	// checkpoint at most (Options.CheckpointInterval).
@@ -141,11 +143,11 @@ type Options struct {
 	// least 64 KiB; it is allocated and zero-filled when the journal is
 	// created (a journal of another size is used as it is until it is
 	// next created). 0 means DefaultJournalSize. A checkpoint starts once
-	// a quarter of it or 1 MiB (the smaller) is pending, or
-	// CheckpointInterval after the first pending batch; it writes at most
-	// twice that in one transaction; StoreLogs waits for the checkpoints
-	// while half of it or 4 MiB is pending, so the memory the pending
-	// entries take stays bounded.
+	// 64 KiB (or a quarter of a smaller journal) is pending, or
+	// CheckpointInterval after the first pending batch, and writes at most
+	// 2 MiB (or a quarter) in one transaction; StoreLogs waits for the
+	// checkpoints while 4 MiB (or half of the journal) is pending, so the
+	// memory the pending entries take stays bounded.
 	JournalSize int64
 
 	// CheckpointInterval bounds how long a journaled batch waits for its

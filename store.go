@@ -157,7 +157,6 @@ func Open(path string, opts *Options) (*Store, error) {
 	s := &Store{
 		path:   path,
 		opts:   o,
-		ckpt:   newCheckpointSizes(o.JournalSize),
 		logger: o.Logger.With("path", path),
 		cache:  tailcache.New(o.CacheSize, o.CacheBytes),
 	}

@@ -103,8 +103,8 @@ func digest(files map[string][]byte) string {
 
 // storeOptions are the workloads' options: without the journal
 // (Options.NoJournal), unless RAFTBOLT_POWERLOSS_JOURNAL=1 turns it on
-// with a journal small enough to wrap within a workload (the default 64
-// MiB would make every crash state a 64 MiB file).
+// with a journal small enough to wrap within a workload (the default would
+// make every crash state a 16 MiB file).
 func storeOptions(noSync bool) *raftbolt.Options {
 	o := &raftbolt.Options{Logger: hclog.NewNullLogger(), MetricsInterval: -1, RestoreReplayLimit: -1, NoSync: noSync, NoJournal: true}
 	if os.Getenv("RAFTBOLT_POWERLOSS_JOURNAL") == "1" {
