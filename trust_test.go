@@ -302,14 +302,28 @@ func TestCloseAfterAPanickedWriteDoesNotHang(t *testing.T) {
 var errSimulated = errors.New("simulated damage")
 
 // breakWithHeldWriterLock makes a write transaction panic inside the
-// store's guarded update, then holds bbolt's writer lock for ever, as a
-// rollback that panicked on a damaged page leaves it.
+// store's guarded update, as bbolt does on a damaged page. The update
+// leaves the transaction open (bbolt's rollback would walk the damaged
+// file), so bbolt's writer lock stays held for ever: a Begin(true) after
+// it must block, which this checks.
 func (s *Store) breakWithHeldWriterLock() error {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
 	s.dbMu.RLock()
 	defer s.dbMu.RUnlock()
 	err := s.update("test", func(*bbolt.Tx) error { panic(errSimulated) })
-	_, _ = s.file.DB().Begin(true) // never committed nor rolled back
+	db := s.file.DB()
+	begun := make(chan struct{})
+	go func() {
+		if tx, err := db.Begin(true); err == nil { // blocks for ever, or the lock was not held
+			_ = tx.Rollback()
+		}
+		close(begun)
+	}()
+	select {
+	case <-begun:
+		return errors.New("bbolt's writer lock was free after the panic")
+	case <-time.After(100 * time.Millisecond):
+	}
 	return err
 }

@@ -172,7 +172,7 @@ func TestCloseOfABrokenFileReleasesTheLock(t *testing.T) {
 	err = f.Update(func(*bbolt.Tx) error { panic("damaged page") })
 	require.ErrorIs(t, err, errs.ErrCorrupt)
 	require.ErrorIs(t, f.Update(func(*bbolt.Tx) error { return nil }), errs.ErrCorrupt)
-	_, _ = f.DB().Begin(true) // the writer lock a panicking rollback leaves held
+	requireWriterLockHeld(t, f)
 
 	done := make(chan error, 1)
 	go func() { done <- f.Close() }()
@@ -185,6 +185,78 @@ func TestCloseOfABrokenFileReleasesTheLock(t *testing.T) {
 	g, _, err := Open(path, testOptions(createBucket))
 	require.NoError(t, err)
 	require.NoError(t, g.Close())
+}
+
+// requireWriterLockHeld checks that bbolt's writer lock is held: a
+// Begin(true) blocks (its goroutine stays blocked for good).
+func requireWriterLockHeld(t *testing.T, f *File) {
+	t.Helper()
+	db := f.DB()
+	begun := make(chan struct{})
+	go func() {
+		if tx, err := db.Begin(true); err == nil {
+			_ = tx.Rollback()
+		}
+		close(begun)
+	}()
+	select {
+	case <-begun:
+		t.Fatal("bbolt's writer lock is free: the panicked transaction was rolled back")
+	case <-time.After(100 * time.Millisecond):
+	}
+}
+
+// A write that panics on a damaged file whose freelist is not synced
+// breaks the file; the process goes on. bbolt's DB.Update rolled such a
+// transaction back, which walked every (damaged) page in a goroutine of
+// bbolt's own, where a fault killed the process: the trials of the root
+// package hit it a few times in thousands.
+func TestPanickedWriteOnADamagedFileDoesNotCrash(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f.db")
+	f, _, err := Open(path, testOptions(createBucket))
+	require.NoError(t, err)
+	for i := 0; i < 20; i++ { // a few pages of leaves and branches, freelist not synced
+		require.NoError(t, f.Update(func(tx *bbolt.Tx) error {
+			b := tx.Bucket([]byte("b"))
+			for k := 0; k < 100; k++ {
+				if err := b.Put([]byte{byte(i), byte(k)}, make([]byte, 200)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}))
+	}
+	errFn := errors.New("the write's own error")
+	require.ErrorIs(t, f.Update(func(*bbolt.Tx) error { return errFn }), errFn)
+	require.NoError(t, f.Update(func(tx *bbolt.Tx) error { return tx.Bucket([]byte("b")).Put([]byte("k"), nil) }), "rolled back: writes go on")
+
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	page := int64(f.PageSize())
+	w, err := os.OpenFile(path, os.O_WRONLY, 0)
+	require.NoError(t, err)
+	noise := make([]byte, page)
+	for i := range noise {
+		noise[i] = byte(i*31 + 7)
+	}
+	for off := 2 * page; off < fi.Size(); off += page { // every page but the two meta pages
+		_, err := w.WriteAt(noise, off)
+		require.NoError(t, err)
+	}
+	require.NoError(t, w.Close())
+
+	err = f.Update(func(*bbolt.Tx) error { panic("bbolt: damaged page") })
+	require.ErrorIs(t, err, errs.ErrCorrupt)
+	require.ErrorIs(t, f.Update(func(*bbolt.Tx) error { return nil }), errs.ErrCorrupt, "broken")
+	requireWriterLockHeld(t, f)
+	done := make(chan error, 1)
+	go func() { done <- f.Close() }()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, errs.ErrCorrupt)
+	case <-time.After(time.Minute):
+		t.Fatal("Close hung")
+	}
 }
 
 // A panic inside bbolt's Open is ErrCorrupt, and leaves neither the

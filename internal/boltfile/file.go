@@ -108,16 +108,31 @@ func (f *File) UpdateWithFreelist(fn func(tx *bbolt.Tx) error) error {
 // update runs fn in a write transaction that commits the freelist, or not.
 // bbolt reads NoFreelistSync only while it commits, holding its writer
 // lock, which fn runs under too: setting it in fn is race-free.
+//
+// It does what bbolt's DB.Update does, but for a panic: DB.Update's
+// deferred rollback then makes bbolt rebuild its freelist, when it is not
+// synced (NoFreelistSync, between checkpoints), by walking every page in a
+// goroutine of its own, where the damaged page that caused the panic kills
+// the process (SetPanicOnFault and recover are per goroutine). Here a
+// transaction that panicked is left open and the file broken (Close never
+// waits for bbolt then). fn's errors roll back as in DB.Update, which
+// reads no page.
 func (f *File) update(freelist bool, fn func(tx *bbolt.Tx) error) error {
 	if err := f.Broken(); err != nil {
 		return err
 	}
 	f.wrote.Store(true)
 	return f.Guard(true, func() error {
-		return f.db.Update(func(tx *bbolt.Tx) error {
-			f.db.NoFreelistSync = !freelist
-			return fn(tx)
-		})
+		tx, err := f.db.Begin(true)
+		if err != nil {
+			return err
+		}
+		f.db.NoFreelistSync = !freelist
+		if err := fn(tx); err != nil {
+			_ = tx.Rollback()
+			return err
+		}
+		return tx.Commit()
 	})
 }
 
