@@ -115,19 +115,12 @@ func (p *pendingLog) len() (int, int) {
 	return len(p.batches), p.bytes
 }
 
-// journalRecord is the value of layout.KeyJournal.
-type journalRecord struct {
-	id  uint64
-	pos journal.Position
-}
+// journalRecord is the value of layout.KeyJournal (internal/journal's
+// Record), inside the value record codec.AppendValue checksums.
+type journalRecord = journal.Record
 
 func encodeJournalRecord(r journalRecord) []byte {
-	v := make([]byte, 28)
-	binary.BigEndian.PutUint64(v[0:], r.id)
-	binary.BigEndian.PutUint64(v[8:], r.pos.Seq)
-	binary.BigEndian.PutUint64(v[16:], uint64(r.pos.Off))
-	binary.BigEndian.PutUint32(v[24:], r.pos.CRC)
-	return codec.AppendValue(nil, layout.KeyJournal, v)
+	return codec.AppendValue(nil, layout.KeyJournal, r.Encode())
 }
 
 func readJournalRecord(meta *bbolt.Bucket) (journalRecord, error) {
@@ -136,20 +129,14 @@ func readJournalRecord(meta *bbolt.Bucket) (journalRecord, error) {
 		return journalRecord{}, nil
 	}
 	v, err := codec.DecodeValue(layout.KeyJournal, rec)
-	if err == nil && len(v) != 28 {
-		err = fmt.Errorf("%d bytes, not 28", len(v))
+	var r journalRecord
+	if err == nil {
+		r, err = journal.DecodeRecord(v)
 	}
 	if err != nil {
 		return journalRecord{}, corruptf("the journal record: %v", err)
 	}
-	return journalRecord{
-		id: binary.BigEndian.Uint64(v[0:]),
-		pos: journal.Position{
-			Seq: binary.BigEndian.Uint64(v[8:]),
-			Off: int64(binary.BigEndian.Uint64(v[16:])),
-			CRC: binary.BigEndian.Uint32(v[24:]),
-		},
-	}, nil
+	return r, nil
 }
 
 // encodeFrame returns the payload of a batch's frame, in buf's memory.
@@ -219,7 +206,7 @@ func (s *Store) openJournal() error {
 	if serr != nil && !errors.Is(serr, fs.ErrNotExist) {
 		return opError("open journal", jpath, serr)
 	}
-	if exists && rec.id == 0 {
+	if exists && rec.ID == 0 {
 		// Created by a run that crashed before it recorded the journal in
 		// the file: nothing was appended to it.
 		if s.opts.ReadOnly {
@@ -235,7 +222,7 @@ func (s *Store) openJournal() error {
 	var j *journal.Journal
 	if exists {
 		var frames []journal.Frame
-		j, frames, err = journal.Open(jpath, rec.id, rec.pos, s.opts.ReadOnly, s.opts.NoSync)
+		j, frames, err = journal.Open(jpath, rec.ID, rec.Pos, s.opts.ReadOnly, s.opts.NoSync)
 		if err != nil {
 			return opError("open journal", jpath, err)
 		}
@@ -295,7 +282,7 @@ func (s *Store) openJournal() error {
 			s.logger.Error("cannot create the journal; appending to the file directly", "journal", jpath, "error", err)
 			return nil
 		}
-		start := journalRecord{id: id, pos: journal.Start}
+		start := journalRecord{ID: id, Pos: journal.Start}
 		err = s.update("open journal", func(tx *bbolt.Tx) error {
 			meta, err := layout.LogStore.Bucket(tx, layout.MetaBucket)
 			if err != nil {
@@ -436,7 +423,7 @@ func (s *Store) checkpoint() error {
 	}
 	defer s.runlock()
 	last := batches[len(batches)-1]
-	rec := encodeJournalRecord(journalRecord{id: s.journal.ID(), pos: last.end})
+	rec := encodeJournalRecord(journalRecord{ID: s.journal.ID(), Pos: last.end})
 	// With the freelist: after a crash, the next Open need not walk the
 	// file (a checkpoint is usually the file's last commit).
 	err := s.updateFile("checkpoint", true, func(tx *bbolt.Tx) error {

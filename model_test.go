@@ -119,12 +119,15 @@ func TestModelSync(t *testing.T) {
 	}
 }
 
-// TestModelJournal runs the model with Options.Journal (and one cell with
-// automatic compaction at every chance): a quarter as many sequences.
+// TestModelJournal runs the model with the journal: the defaults (a 16
+// MiB journal; only NoSync differs), small journals that wrap, and one cell
+// with automatic compaction at every chance (without the journal): a
+// quarter as many sequences.
 func TestModelJournal(t *testing.T) {
 	autoCompact := modelOptions(3, 0, true)
 	autoCompact.AutoCompactFree, autoCompact.AutoCompactInterval = 1, time.Millisecond
 	cells := []raftbolt.Options{
+		journalOptions(0, 0, true, 0, 0),
 		journalOptions(3, 4096, true, 64<<10, time.Millisecond),
 		journalOptions(0, 0, true, 1<<20, 0),
 		journalOptions(-1, 0, true, 256<<10, 5*time.Millisecond),

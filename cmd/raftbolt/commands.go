@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -44,8 +45,12 @@ func (c *ctx) openStore(path string, write, verify bool) (*raftbolt.Store, error
 
 func (c *ctx) options(readOnly, verify bool) *raftbolt.Options {
 	return &raftbolt.Options{
-		ReadOnly:        readOnly,
-		VerifyOnOpen:    verify,
+		ReadOnly:     readOnly,
+		VerifyOnOpen: verify,
+		// A writable open by the tool (compact) checkpoints what a
+		// journal holds and leaves no journal behind; the application's
+		// next Open makes a new one.
+		NoJournal:       true,
 		LockTimeout:     c.lockTimeout,
 		CacheSize:       -1,
 		MetricsInterval: -1,
@@ -225,10 +230,12 @@ var checkCmd = &command{
 	name: "check", args: "PATH", nargs: 1,
 	summary: "verify every page and entry; print the first bad index",
 	help: "Checks every page of the file's B+tree before opening it, then reads every entry (checksum,\n" +
-		"decoding, index, no holes) and the store's records. Of a state-machine file: every page, the\n" +
-		"applied and configuration records, and every key of the application's buckets. Exit status 1\n" +
-		"when anything is damaged, with the kind of file, the first bad index and what is wrong. Opens\n" +
-		"the file read-only.",
+		"decoding, index, no holes) and the store's records. A log store's journal (PATH.journal) is\n" +
+		"verified too: its header, that it is the journal the store names, that the batches past the\n" +
+		"last checkpoint chain and continue the log, and that no damage in the middle of it hides\n" +
+		"batches written after. Of a state-machine file: every page, the applied and configuration\n" +
+		"records, and every key of the application's buckets. Exit status 1 when anything is damaged,\n" +
+		"with the kind of file, the first bad index and what is wrong. Opens the files read-only.",
 	run: runCheck,
 }
 
@@ -245,16 +252,32 @@ type checkJSON struct {
 	FirstBadIndex *uint64 `json:"first_bad_index,omitempty"`
 	Problem       string  `json:"problem,omitempty"`
 	Error         string  `json:"error,omitempty"`
+	// Journal is what check found in a log store's journal file; absent
+	// when there is none.
+	Journal *journalJSON `json:"journal,omitempty"`
 }
 
 func runCheck(c *ctx, args []string) error {
 	out := checkJSON{Path: args[0]}
+	jr, err := c.inspectJournal(args[0])
+	if err != nil {
+		return err
+	}
+	out.Journal = jr
 	f, err := c.openFile(args[0], true)
 	if errors.Is(err, raftbolt.ErrCorrupt) {
 		var ke *kindError
-		if errors.As(err, &ke) {
+		switch {
+		case errors.As(err, &ke):
 			out.Kind = ke.kind
-		} else {
+		case jr != nil:
+			out.Kind = kindLogStore // inspectJournal read its records
+			if jr.OK && strings.Contains(err.Error(), jr.Path) {
+				// What Open found in the journal beyond its frames:
+				// batches that do not decode or do not continue the log.
+				jr.OK, jr.Problem = false, err.Error()
+			}
+		default:
 			// The damage was found before the file said what it is.
 			out.Kind = c.probeKind(args[0])
 		}
@@ -282,13 +305,16 @@ func runCheck(c *ctx, args []string) error {
 	out.LastIndex, _ = s.LastIndex()
 	err = s.Check()
 	if err == nil {
-		out.OK = true
+		out.OK = jr == nil || jr.OK
 		return c.reportCheck(out)
 	}
 	if !errors.Is(err, raftbolt.ErrCorrupt) {
 		return err
 	}
 	out.Error = err.Error()
+	if jr != nil && jr.OK && strings.Contains(err.Error(), "journal: ") {
+		jr.OK, jr.Problem = false, err.Error() // Check of the replayed batches
+	}
 	// Check names the first bad index in its message; find it as a number
 	// by reading the entries in order.
 	for i := out.FirstIndex; i != 0 && i <= out.LastIndex; i++ {
@@ -316,17 +342,25 @@ func (c *ctx) reportCheck(out checkJSON) error {
 	} else if out.OK {
 		fmt.Fprintf(c.stdout, "%s: ok: %d entries (%d-%d); every page and entry verified\n",
 			out.Path, entryCount(out.FirstIndex, out.LastIndex), out.FirstIndex, out.LastIndex)
+		if out.Journal != nil {
+			reportJournal(c.stdout, out.Journal)
+		}
 	} else {
 		kind := "of unknown kind: the damage hides whether it is a log store or a state machine"
 		if out.Kind != "" {
 			kind = kindText(out.Kind)
 		}
 		fmt.Fprintf(c.stdout, "%s: DAMAGED (%s)\n", out.Path, kind)
+		if out.Journal != nil {
+			reportJournal(c.stdout, out.Journal)
+		}
 		if out.FirstBadIndex != nil {
 			fmt.Fprintf(c.stdout, "first bad index: %d\n", *out.FirstBadIndex)
 			fmt.Fprintf(c.stdout, "problem: %s\n", out.Problem)
 		}
-		fmt.Fprintf(c.stdout, "check: %s\n", out.Error)
+		if out.Error != "" {
+			fmt.Fprintf(c.stdout, "check: %s\n", out.Error)
+		}
 	}
 	if !out.OK {
 		return problem{}

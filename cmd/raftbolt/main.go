@@ -3,7 +3,7 @@
 // in.
 //
 //	raftbolt info    PATH                  summary: indexes, sizes, term, vote, configuration
-//	raftbolt check   PATH                  verify every page and entry; the first bad index
+//	raftbolt check   PATH                  verify every page and entry, and the journal; the first bad index
 //	raftbolt dump    [-from N] [-to M] PATH print entries
 //	raftbolt config  PATH                  the latest cluster configuration
 //	raftbolt compact PATH                  reclaim free space (store not in use)
@@ -26,7 +26,11 @@
 // configuration), 2 usage or I/O error (including a locked store or a file
 // of neither kind).
 //
-// The command uses only the package's public API.
+// The command reads stores through the package's public API; besides it,
+// it takes file helpers from internal/boltfile, and check verifies a log
+// store's journal file (PATH.journal) with internal/journal's Inspect, the
+// checks the store's Open makes, given the checkpoint record it reads from
+// the store file (internal/layout, internal/codec).
 package main
 
 import (

@@ -18,6 +18,9 @@ import (
 	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/hashicorp/raft"
 	"github.com/raftbolt/raftbolt"
+	rcodec "github.com/raftbolt/raftbolt/internal/codec"
+	"github.com/raftbolt/raftbolt/internal/journal"
+	"github.com/raftbolt/raftbolt/internal/layout"
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/bbolt"
 )
@@ -767,4 +770,169 @@ func TestLockedStateMachine(t *testing.T) {
 		require.Contains(t, r.stderr, "locked by another process", cmd)
 		require.Empty(t, r.stdout, cmd)
 	}
+}
+
+// makeJournalStore writes a store whose entries 1-50 (and raft's stable
+// keys, the configuration) are in the file and 51-80 only in its journal,
+// three batches past the last checkpoint, as a crash leaves them: the
+// files are copied while the store is open (its checkpoint waits an hour;
+// the journal has room). It returns the copy's path.
+func makeJournalStore(t *testing.T) string {
+	t.Helper()
+	o := quiet()
+	o.Journal, o.NoJournal, o.JournalSize, o.CheckpointInterval = true, false, 256<<10, time.Hour
+	path := filepath.Join(t.TempDir(), "raft.db")
+	s, err := raftbolt.Open(path, o)
+	require.NoError(t, err)
+	require.NoError(t, s.StoreLogs(entries(1, 50)))
+	require.NoError(t, s.SetUint64([]byte("CurrentTerm"), 3))
+	require.NoError(t, s.StoreConfiguration(7, testConf))
+	require.NoError(t, s.Close()) // checkpoints everything
+	s, err = raftbolt.Open(path, o)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	for i := uint64(51); i <= 80; i += 10 {
+		require.NoError(t, s.StoreLogs(entries(i, i+9)))
+	}
+	st, err := s.Stats()
+	require.NoError(t, err)
+	require.Equal(t, 3, st.JournalBatches, "the batches must still be pending")
+	dir := t.TempDir()
+	for _, suffix := range []string{"", journalSuffix} {
+		b, err := os.ReadFile(path + suffix)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "raft.db"+suffix), b, 0o600))
+	}
+	return filepath.Join(dir, "raft.db")
+}
+
+func entries(first, last uint64) []*raft.Log {
+	var ls []*raft.Log
+	for i := first; i <= last; i++ {
+		ls = append(ls, entry(i))
+	}
+	return ls
+}
+
+// flipIn flips the last byte of needle, which must occur once in the file.
+func flipIn(t *testing.T, path string, needle []byte) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, 1, bytes.Count(data, needle), "%q", needle)
+	data[bytes.Index(data, needle)+len(needle)-1] ^= 0x20
+	require.NoError(t, os.WriteFile(path, data, 0o600))
+}
+
+// check verifies the journal: on a healthy one it says what is past the
+// checkpoint; a bit flipped in the middle batch (the last one intact) is
+// damage, named with the journal's path, exit status 1.
+func TestCheckJournal(t *testing.T) {
+	path := makeJournalStore(t)
+	jpath := path + journalSuffix
+	before := [2][]byte{}
+	for k, p := range []string{path, jpath} {
+		var err error
+		before[k], err = os.ReadFile(p)
+		require.NoError(t, err)
+	}
+	r := tool(t, "check", path).requireCode(t, 0)
+	require.Contains(t, r.stdout, "ok: 80 entries (1-80)")
+	require.Contains(t, r.stdout, "journal "+jpath+": ok: 256.0 KiB (262144 bytes), 3 batch(es)")
+	r = tool(t, "check", "-json", path).requireCode(t, 0)
+	var out checkJSON
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &out))
+	require.True(t, out.OK)
+	require.NotNil(t, out.Journal)
+	require.True(t, out.Journal.OK && out.Journal.InUse)
+	require.Equal(t, 3, out.Journal.Batches)
+	require.EqualValues(t, 256<<10, out.Journal.Size)
+	require.Equal(t, out.Journal.FirstSeq+2, out.Journal.LastSeq)
+	for k, p := range []string{path, jpath} {
+		after, err := os.ReadFile(p)
+		require.NoError(t, err)
+		require.Equal(t, before[k], after, "check wrote to %s", p)
+	}
+	r = tool(t, "info", path).requireCode(t, 0)
+	require.Contains(t, r.stdout, "last index:      80")
+	require.Contains(t, r.stdout, "3 batch(es)")
+
+	// Entry 63 is in the second of the three batches.
+	flipIn(t, jpath, entry(63).Data)
+	r = tool(t, "check", path).requireCode(t, 1)
+	require.Contains(t, r.stdout, path+": DAMAGED (log store)")
+	require.Contains(t, r.stdout, "journal "+jpath+": DAMAGED: ")
+	require.Contains(t, r.stdout, fmt.Sprintf("journal frame %d at offset", out.Journal.FirstSeq+1))
+	require.Contains(t, r.stdout, fmt.Sprintf("frames up to %d were written after it: acknowledged entries would be lost", out.Journal.LastSeq))
+	r = tool(t, "check", "-json", path).requireCode(t, 1)
+	var bad checkJSON
+	require.NoError(t, json.Unmarshal([]byte(r.stdout), &bad))
+	require.False(t, bad.OK)
+	require.Equal(t, kindLogStore, bad.Kind)
+	require.False(t, bad.Journal.OK)
+	require.Equal(t, out.Journal.FirstSeq+1, *bad.Journal.DamagedSeq)
+	require.Equal(t, out.Journal.LastSeq, *bad.Journal.LaterSeq)
+	require.Equal(t, 1, bad.Journal.Batches, "the batch before the damage")
+	require.Contains(t, bad.Error, jpath)
+	// The other commands refuse the store too, rather than show it short.
+	r = tool(t, "dump", path).requireCode(t, 1)
+	require.Contains(t, r.stderr, "acknowledged entries would be lost")
+
+	// An intact frame whose batch does not decode: Open's replay, not the
+	// journal's format, finds it; the journal is named all the same.
+	require.NoError(t, os.WriteFile(jpath, before[1], 0o600))
+	c := &ctx{lockTimeout: time.Second}
+	raw, found, err := c.journalRecord(path)
+	require.NoError(t, err)
+	require.True(t, found)
+	v, err := rcodec.DecodeValue(layout.KeyJournal, raw)
+	require.NoError(t, err)
+	rec, err := journal.DecodeRecord(v)
+	require.NoError(t, err)
+	j, _, err := journal.Open(jpath, rec.ID, rec.Pos, false, true)
+	require.NoError(t, err)
+	_, err = j.Append(1, bytes.Repeat([]byte{7}, 40))
+	require.NoError(t, err)
+	require.NoError(t, j.Close())
+	r = tool(t, "check", path).requireCode(t, 1)
+	require.Contains(t, r.stdout, "journal "+jpath+": DAMAGED: ")
+	require.Contains(t, r.stdout, "frame") // decoding the batch failed
+
+	// A journal that is not the store's (another journal's id), and one
+	// whose header is damaged.
+	other := makeJournalStore(t)
+	require.NoError(t, os.Rename(other+journalSuffix, jpath))
+	r = tool(t, "check", path).requireCode(t, 1)
+	require.Contains(t, r.stdout, "journal "+jpath+": DAMAGED: ")
+	require.Contains(t, r.stdout, "the store's checkpoint names")
+	require.NoError(t, os.WriteFile(jpath, before[1], 0o600))
+	f, err := os.OpenFile(jpath, os.O_RDWR, 0)
+	require.NoError(t, err)
+	_, err = f.WriteAt([]byte{0xee}, 20)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+	r = tool(t, "check", path).requireCode(t, 1)
+	require.Contains(t, r.stdout, "journal "+jpath+": DAMAGED: ")
+	require.Contains(t, r.stdout, "header checksum mismatch")
+}
+
+// dump prints the entries still only in the journal: a read-only open
+// keeps the replayed batches pending, and reads serve them.
+func TestDumpJournalEntries(t *testing.T) {
+	path := makeJournalStore(t)
+	r := tool(t, "dump", path).requireCode(t, 0)
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	require.Len(t, lines, 80)
+	require.Equal(t, "index=63 term=3 type=LogCommand appended_at=2023-11-14T22:14:23Z data=\"set key-63\"", lines[62])
+	r = tool(t, "dump", "-json", "-from", "75", path).requireCode(t, 0)
+	require.Equal(t, 6, strings.Count(r.stdout, "\n"))
+	require.Contains(t, r.stdout, `"index":80`)
+
+	// The store file alone holds 1-50: 51-80 were only in the journal.
+	alone := filepath.Join(t.TempDir(), "raft.db")
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(alone, b, 0o600))
+	r = tool(t, "dump", alone).requireCode(t, 0)
+	require.Equal(t, 50, strings.Count(r.stdout, "\n"))
 }
