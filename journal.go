@@ -224,7 +224,7 @@ func (s *Store) openJournal() error {
 		var frames []journal.Frame
 		j, frames, err = journal.Open(jpath, rec.ID, rec.Pos, s.opts.ReadOnly, s.opts.NoSync)
 		if err != nil {
-			return opError("open journal", jpath, err)
+			return opError("open journal", s.path, err) // err names the journal
 		}
 		if err := s.replay(frames); err != nil {
 			_ = j.Close()
