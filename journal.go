@@ -427,23 +427,8 @@ func (s *Store) checkpoint() error {
 	// With the freelist: after a crash, the next Open need not walk the
 	// file (a checkpoint is usually the file's last commit).
 	err := s.updateFile("checkpoint", true, func(tx *bbolt.Tx) error {
-		log, err := layout.LogStore.Bucket(tx, layout.LogBucket)
+		meta, err := putBatches(tx, batches)
 		if err != nil {
-			return err
-		}
-		for _, b := range batches {
-			for k, r := range b.recs {
-				key := codec.Key(b.first + uint64(k))
-				if err := log.Put(key[:], r); err != nil {
-					return fmt.Errorf("entry %d: %w", b.first+uint64(k), err)
-				}
-			}
-		}
-		meta, err := layout.LogStore.Bucket(tx, layout.MetaBucket)
-		if err != nil {
-			return err
-		}
-		if err := layout.LogStore.PutUint64(meta, layout.KeyCommit, last.commit); err != nil {
 			return err
 		}
 		return meta.Put(layout.KeyJournal, rec)
@@ -462,6 +447,30 @@ func (s *Store) checkpoint() error {
 	metrics.MeasureSince(metricCheckpoint, start)
 	metrics.AddSample(metricCheckpointBatches, float32(len(batches)))
 	return nil
+}
+
+// putBatches writes journaled batches' entries into the log bucket and
+// the last one's commit index into the meta bucket, which it returns: the
+// part of a checkpoint that Backup of a read-only handle repeats in its
+// temporary copy.
+func putBatches(tx *bbolt.Tx, batches []*jbatch) (*bbolt.Bucket, error) {
+	log, err := layout.LogStore.Bucket(tx, layout.LogBucket)
+	if err != nil {
+		return nil, err
+	}
+	for _, b := range batches {
+		for k, r := range b.recs {
+			key := codec.Key(b.first + uint64(k))
+			if err := log.Put(key[:], r); err != nil {
+				return nil, fmt.Errorf("entry %d: %w", b.first+uint64(k), err)
+			}
+		}
+	}
+	meta, err := layout.LogStore.Bucket(tx, layout.MetaBucket)
+	if err != nil {
+		return nil, err
+	}
+	return meta, layout.LogStore.PutUint64(meta, layout.KeyCommit, batches[len(batches)-1].commit)
 }
 
 // checkpointNow checkpoints everything pending, for a write that must

@@ -55,8 +55,25 @@ func TestJournalReplay(t *testing.T) {
 	c, err := r.GetCommitIndex()
 	require.NoError(t, err)
 	require.EqualValues(t, 90, c)
+	// Backup of the read-only handle includes the journaled batches,
+	// and writes neither file.
+	jbefore := fileHash(t, path+journalSuffix)
+	var buf bytes.Buffer
+	written, err := r.Backup(&buf)
+	require.NoError(t, err)
+	require.EqualValues(t, buf.Len(), written)
 	require.NoError(t, r.Close())
 	require.Equal(t, before, fileHash(t, path), "a read-only open writes nothing")
+	require.Equal(t, jbefore, fileHash(t, path+journalSuffix), "nor to the journal")
+	bpath := filepath.Join(t.TempDir(), "backup.db")
+	require.NoError(t, os.WriteFile(bpath, buf.Bytes(), 0o600))
+	b := openAt(t, bpath, journalOptions())
+	requireLog(t, b, 1, 150)
+	c, err = b.GetCommitIndex()
+	require.NoError(t, err)
+	require.EqualValues(t, 90, c)
+	require.NoError(t, b.Check())
+	require.NoError(t, b.Close())
 
 	w := openAt(t, path, journalOptions())
 	requireLog(t, w, 1, 150)

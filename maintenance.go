@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/raftbolt/raftbolt/internal/boltfile"
 	"github.com/raftbolt/raftbolt/internal/codec"
@@ -130,6 +131,10 @@ func checkLog(b layout.LogBuckets) error {
 // replaced file, which is released when it ends. The copy is itself a
 // store file: Open it, or put it in place of the original while no
 // process uses that. It returns the bytes written.
+//
+// The journal's pending batches are checkpointed into the file first, so
+// the copy holds every entry; a read-only handle, which cannot write the
+// file, builds the copy in the system's temp directory instead.
 func (s *Store) Backup(w io.Writer) (int64, error) {
 	if w == nil {
 		return 0, opError("backup", s.path, invalidf("nil writer"))
@@ -137,12 +142,17 @@ func (s *Store) Backup(w io.Writer) (int64, error) {
 	// The copy is of the file: what the journal holds goes into it first.
 	if s.opts.ReadOnly {
 		if n, _ := s.pending.len(); n > 0 {
-			return 0, opError("backup", s.path, fmt.Errorf("%w: the journal holds %d batches not checkpointed into the file; back up through a writable handle", ErrReadOnly, n))
+			return s.backupWithPending(w)
 		}
 	}
 	if err := s.checkpointNow(); err != nil {
 		return 0, err
 	}
+	return s.copyFile(w)
+}
+
+// copyFile writes a copy of the store's file to w in one read transaction.
+func (s *Store) copyFile(w io.Writer) (int64, error) {
 	f, err := s.acquire()
 	if err != nil {
 		return 0, err
@@ -157,6 +167,53 @@ func (s *Store) Backup(w io.Writer) (int64, error) {
 		return nil
 	})
 	return n, wrapOp("backup", s.path, err)
+}
+
+// backupWithPending is Backup for a read-only handle that replayed
+// journaled batches (a store a crash left with a journal): it cannot
+// checkpoint them into the file, so it copies the file into a temporary
+// store (in the system's temp directory: the store's own may not be
+// writable), writes the batches there in one transaction, and copies that.
+// The store's own files are never written.
+func (s *Store) backupWithPending(w io.Writer) (int64, error) {
+	dir, err := os.MkdirTemp("", "raftbolt-backup-")
+	if err != nil {
+		return 0, opError("backup", s.path, err)
+	}
+	defer os.RemoveAll(dir)
+	tmp := filepath.Join(dir, "raft.db")
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, fileMode)
+	if err != nil {
+		return 0, opError("backup", s.path, err)
+	}
+	_, err = s.copyFile(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, err
+	}
+	t, err := Open(tmp, &Options{NoSync: true, NoJournal: true, CacheSize: -1, MetricsInterval: -1,
+		AutoCompactFree: -1, Logger: s.logger.Named("backup")})
+	if err != nil {
+		return 0, opError("backup", s.path, fmt.Errorf("the copy of the file: %w", err))
+	}
+	batches := s.pending.front(-1)
+	err = t.update("backup", func(tx *bbolt.Tx) error {
+		_, err := putBatches(tx, batches)
+		return err
+	})
+	var n int64
+	if err == nil {
+		n, err = t.copyFile(w)
+	}
+	if cerr := t.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, opError("backup", s.path, err)
+	}
+	return n, nil
 }
 
 // Stats describes a store at one moment.
