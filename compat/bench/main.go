@@ -163,7 +163,8 @@ func run(cfg config) error {
 		}
 	}
 	b.rep.notes = append(b.rep.notes,
-		"Every store runs with its defaults: one fsync-backed commit per StoreLogs. raftbolt: `raftbolt.Open(path, nil)`; "+
+		"Every store runs with its defaults, durable: StoreLogs returns once its batch is synced. raftbolt: `raftbolt.Open(path, nil)` (the journal: one fdatasync per batch); "+
+			"raftbolt NoJournal: `Options{NoJournal: true}` (one bbolt transaction per batch, two fsyncs); "+
 			"raft-boltdb/v2: `NewBoltStore(path)`; raft-wal: `wal.Open(dir)` (with its meta store passed explicitly so the harness can close it).",
 		"bbolt tx floor: one bare bbolt transaction per StoreLogs with raftbolt's bbolt options (hashmap freelist, not synced; "+
 			"bucket packed full), putting each entry's Data under its index. bbolt syncs twice per commit (the pages, then the meta page).",
