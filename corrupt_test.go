@@ -307,7 +307,7 @@ type journalFrame struct {
 func buildJournalCorruptBase(t *testing.T) (db, jrnl []byte, frames []journalFrame) {
 	path := filepath.Join(t.TempDir(), "base.db")
 	o := &Options{NoSync: true, Logger: hclog.NewNullLogger(), MetricsInterval: -1,
-		Journal: true, JournalSize: 256 << 10, CheckpointInterval: time.Hour}
+		JournalSize: 256 << 10, CheckpointInterval: time.Hour}
 	s := openAt(t, path, o)
 	// No background checkpoint: each runs when StoreLogs needs one (the
 	// ring full, or too much pending), so what stays pending at the end,

@@ -231,10 +231,10 @@ type Stats struct {
 	PageSize     int
 	CacheEntries int // entries in the cache, and their encoded bytes
 	CacheBytes   int
-	// JournalSize is the size of the journal file (Options.Journal), 0
-	// without one; JournalBatches and JournalBytes are the batches it
-	// holds that are not checkpointed into the file yet, and their
-	// encoded bytes.
+	// JournalSize is the size of the journal file next to the store, 0
+	// without one (Options.NoJournal); JournalBatches and JournalBytes
+	// are the batches it holds that are not checkpointed into the file
+	// yet, and their encoded bytes.
 	JournalSize    int64
 	JournalBatches int
 	JournalBytes   int
