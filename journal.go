@@ -37,7 +37,7 @@ import (
 // of sequence numbers and checksums).
 
 // journalSuffix names the journal file next to the store.
-const journalSuffix = ".journal"
+const journalSuffix = layout.JournalSuffix
 
 // frameBatch is the kind of the journal's frames: one StoreLogs batch.
 //
@@ -115,30 +115,6 @@ func (p *pendingLog) len() (int, int) {
 	return len(p.batches), p.bytes
 }
 
-// journalRecord is the value of layout.KeyJournal (internal/journal's
-// Record), inside the value record codec.AppendValue checksums.
-type journalRecord = journal.Record
-
-func encodeJournalRecord(r journalRecord) []byte {
-	return codec.AppendValue(nil, layout.KeyJournal, r.Encode())
-}
-
-func readJournalRecord(meta *bbolt.Bucket) (journalRecord, error) {
-	rec := meta.Get(layout.KeyJournal)
-	if rec == nil {
-		return journalRecord{}, nil
-	}
-	v, err := codec.DecodeValue(layout.KeyJournal, rec)
-	var r journalRecord
-	if err == nil {
-		r, err = journal.DecodeRecord(v)
-	}
-	if err != nil {
-		return journalRecord{}, corruptf("the journal record: %v", err)
-	}
-	return r, nil
-}
-
 // encodeFrame returns the payload of a batch's frame, in buf's memory.
 func encodeFrame(buf []byte, first, commit uint64, recs [][]byte) []byte {
 	buf = binary.BigEndian.AppendUint64(buf[:0], first)
@@ -189,13 +165,13 @@ func decodeFrame(f journal.Frame) (*jbatch, error) {
 // file's state is loaded and before the store is in use.
 func (s *Store) openJournal() error {
 	jpath := s.path + journalSuffix
-	var rec journalRecord
+	var rec journal.Record
 	err := s.view("open journal", func(tx *bbolt.Tx) error {
 		meta, err := layout.LogStore.Bucket(tx, layout.MetaBucket)
 		if err != nil {
 			return err
 		}
-		rec, err = readJournalRecord(meta)
+		rec, _, err = layout.LogStore.JournalRecord(meta)
 		return err
 	})
 	if err != nil {
@@ -282,13 +258,13 @@ func (s *Store) openJournal() error {
 			s.logger.Error("cannot create the journal; appending to the file directly", "journal", jpath, "error", err)
 			return nil
 		}
-		start := journalRecord{ID: id, Pos: journal.Start}
+		start := journal.Record{ID: id, Pos: journal.Start}
 		err = s.update("open journal", func(tx *bbolt.Tx) error {
 			meta, err := layout.LogStore.Bucket(tx, layout.MetaBucket)
 			if err != nil {
 				return err
 			}
-			return meta.Put(layout.KeyJournal, encodeJournalRecord(start))
+			return layout.LogStore.PutJournalRecord(meta, start)
 		})
 		if err == nil {
 			j, _, err = journal.Open(jpath, id, journal.Start, false, s.opts.NoSync)
@@ -423,7 +399,7 @@ func (s *Store) checkpoint() error {
 	}
 	defer s.runlock()
 	last := batches[len(batches)-1]
-	rec := encodeJournalRecord(journalRecord{ID: s.journal.ID(), Pos: last.end})
+	rec := journal.Record{ID: s.journal.ID(), Pos: last.end}
 	// With the freelist: after a crash, the next Open need not walk the
 	// file (a checkpoint is usually the file's last commit).
 	err := s.updateFile("checkpoint", true, func(tx *bbolt.Tx) error {
@@ -431,7 +407,7 @@ func (s *Store) checkpoint() error {
 		if err != nil {
 			return err
 		}
-		return meta.Put(layout.KeyJournal, rec)
+		return layout.LogStore.PutJournalRecord(meta, rec)
 	})
 	if err != nil {
 		return err

@@ -11,15 +11,10 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/raftbolt/raftbolt"
 	"github.com/raftbolt/raftbolt/internal/boltfile"
-	"github.com/raftbolt/raftbolt/internal/codec"
 	"github.com/raftbolt/raftbolt/internal/journal"
 	"github.com/raftbolt/raftbolt/internal/layout"
 	"go.etcd.io/bbolt"
 )
-
-// journalSuffix names a log store's journal file: path + journalSuffix
-// (the package's journal.go).
-const journalSuffix = ".journal"
 
 // journalJSON is what check found in a log store's journal file.
 type journalJSON struct {
@@ -56,13 +51,13 @@ type journalJSON struct {
 // Check to say. It returns nil when there is no journal file, or when the
 // store file's record cannot be read (the store's own check reports why).
 func (c *ctx) inspectJournal(path string) (*journalJSON, error) {
-	jpath := path + journalSuffix
+	jpath := path + layout.JournalSuffix
 	if _, err := os.Lstat(jpath); errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	} else if err != nil {
 		return nil, err
 	}
-	raw, found, err := c.journalRecord(path)
+	rec, inUse, found, recErr, err := c.journalRecord(path)
 	switch {
 	case errors.Is(err, raftbolt.ErrLocked):
 		return nil, err
@@ -70,20 +65,16 @@ func (c *ctx) inspectJournal(path string) (*journalJSON, error) {
 		return nil, nil
 	}
 	out := &journalJSON{Path: jpath}
-	if raw == nil {
+	if recErr != nil {
+		out.InUse = true
+		out.Problem = fmt.Sprintf("the store's journal record is damaged: %v", recErr)
+		return out, nil
+	}
+	if !inUse {
 		out.OK = true
 		return out, nil
 	}
 	out.InUse = true
-	v, err := codec.DecodeValue(layout.KeyJournal, raw)
-	var rec journal.Record
-	if err == nil {
-		rec, err = journal.DecodeRecord(v)
-	}
-	if err != nil {
-		out.Problem = fmt.Sprintf("the store's journal record is damaged: %v", err)
-		return out, nil
-	}
 	out.ID = fmt.Sprintf("%016x", rec.ID)
 	out.CheckpointSeq = rec.Pos.Seq
 	rep, err := journal.Inspect(jpath, rec.ID, rec.Pos)
@@ -104,12 +95,13 @@ func (c *ctx) inspectJournal(path string) (*journalJSON, error) {
 }
 
 // journalRecord reads the store's checkpoint record (layout.KeyJournal)
-// in a read-only handle of its own: the record's bytes (nil when there is
-// none) and whether the file has the log store's meta bucket at all.
-func (c *ctx) journalRecord(path string) (raw []byte, found bool, err error) {
+// in a read-only handle of its own: the record, whether there is one,
+// whether the file has the log store's meta bucket at all, and why the
+// record is damaged (recErr, wrapping ErrCorrupt); err is about the file.
+func (c *ctx) journalRecord(path string) (rec journal.Record, inUse, found bool, recErr, err error) {
 	f, _, err := boltfile.Open(path, boltfile.Options{ReadOnly: true, LockTimeout: c.lockTimeout, Logger: hclog.NewNullLogger()})
 	if err != nil {
-		return nil, false, err
+		return rec, false, false, nil, err
 	}
 	defer f.Close()
 	err = f.View(func(tx *bbolt.Tx) error {
@@ -118,12 +110,10 @@ func (c *ctx) journalRecord(path string) (raw []byte, found bool, err error) {
 			return nil
 		}
 		found = true
-		if v := meta.Get(layout.KeyJournal); v != nil {
-			raw = append([]byte(nil), v...)
-		}
+		rec, inUse, recErr = layout.LogStore.JournalRecord(meta)
 		return nil
 	})
-	return raw, found, err
+	return rec, inUse, found, recErr, err
 }
 
 // reportJournal prints check's line about the journal.

@@ -18,7 +18,6 @@ import (
 	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/hashicorp/raft"
 	"github.com/raftbolt/raftbolt"
-	rcodec "github.com/raftbolt/raftbolt/internal/codec"
 	"github.com/raftbolt/raftbolt/internal/journal"
 	"github.com/raftbolt/raftbolt/internal/layout"
 	"github.com/stretchr/testify/require"
@@ -798,7 +797,7 @@ func makeJournalStore(t *testing.T) string {
 	require.NoError(t, err)
 	require.Equal(t, 3, st.JournalBatches, "the batches must still be pending")
 	dir := t.TempDir()
-	for _, suffix := range []string{"", journalSuffix} {
+	for _, suffix := range []string{"", layout.JournalSuffix} {
 		b, err := os.ReadFile(path + suffix)
 		require.NoError(t, err)
 		require.NoError(t, os.WriteFile(filepath.Join(dir, "raft.db"+suffix), b, 0o600))
@@ -829,7 +828,7 @@ func flipIn(t *testing.T, path string, needle []byte) {
 // damage, named with the journal's path, exit status 1.
 func TestCheckJournal(t *testing.T) {
 	path := makeJournalStore(t)
-	jpath := path + journalSuffix
+	jpath := path + layout.JournalSuffix
 	before := [2][]byte{}
 	for k, p := range []string{path, jpath} {
 		var err error
@@ -882,13 +881,11 @@ func TestCheckJournal(t *testing.T) {
 	// journal's format, finds it; the journal is named all the same.
 	require.NoError(t, os.WriteFile(jpath, before[1], 0o600))
 	c := &ctx{lockTimeout: time.Second}
-	raw, found, err := c.journalRecord(path)
+	rec, inUse, found, recErr, err := c.journalRecord(path)
 	require.NoError(t, err)
+	require.NoError(t, recErr)
 	require.True(t, found)
-	v, err := rcodec.DecodeValue(layout.KeyJournal, raw)
-	require.NoError(t, err)
-	rec, err := journal.DecodeRecord(v)
-	require.NoError(t, err)
+	require.True(t, inUse)
 	j, _, err := journal.Open(jpath, rec.ID, rec.Pos, false, true)
 	require.NoError(t, err)
 	_, err = j.Append(1, bytes.Repeat([]byte{7}, 40))
@@ -901,7 +898,7 @@ func TestCheckJournal(t *testing.T) {
 	// A journal that is not the store's (another journal's id), and one
 	// whose header is damaged.
 	other := makeJournalStore(t)
-	require.NoError(t, os.Rename(other+journalSuffix, jpath))
+	require.NoError(t, os.Rename(other+layout.JournalSuffix, jpath))
 	r = tool(t, "check", path).requireCode(t, 1)
 	require.Contains(t, r.stdout, "journal "+jpath+": DAMAGED: ")
 	require.Contains(t, r.stdout, "the store's checkpoint names")

@@ -5,8 +5,13 @@ import (
 	"fmt"
 
 	"github.com/raftbolt/raftbolt/internal/codec"
+	"github.com/raftbolt/raftbolt/internal/journal"
 	"go.etcd.io/bbolt"
 )
+
+// JournalSuffix names a log store's journal file: the store's path
+// followed by it.
+const JournalSuffix = ".journal"
 
 // The log store's buckets. Every one is top-level, and LogStore.Create
 // makes all of them in one transaction with the format record, so no write
@@ -61,6 +66,30 @@ var (
 
 // LogStore is the layout of a log store file.
 var LogStore logStore
+
+// JournalRecord reads KeyJournal from meta: the record, and whether there
+// is one. A record that fails its checks is an error wrapping
+// errs.ErrCorrupt.
+func (logStore) JournalRecord(meta *bbolt.Bucket) (journal.Record, bool, error) {
+	raw := meta.Get(KeyJournal)
+	if raw == nil {
+		return journal.Record{}, false, nil
+	}
+	v, err := codec.DecodeValue(KeyJournal, raw)
+	if err != nil {
+		return journal.Record{}, true, corruptf("the journal record: %v", err)
+	}
+	r, err := journal.DecodeRecord(v) // wraps ErrCorrupt
+	if err != nil {
+		return journal.Record{}, true, fmt.Errorf("the journal record: %w", err)
+	}
+	return r, true, nil
+}
+
+// PutJournalRecord writes r as KeyJournal in meta.
+func (logStore) PutJournalRecord(meta *bbolt.Bucket, r journal.Record) error {
+	return meta.Put(KeyJournal, codec.AppendValue(nil, KeyJournal, r.Encode()))
+}
 
 type logStore struct{}
 
