@@ -30,6 +30,20 @@ var journalCorruptTrials = flag.Int("corrupt.journal.trials", 0,
 
 func init() { children["readall"] = readAllChild }
 
+// trialCount is how many trials a corruption test runs: the flag's value
+// if set, else 3000 with -soak, underRace under -race, and 200.
+func trialCount(flagValue, underRace int) int {
+	switch {
+	case flagValue != 0:
+		return flagValue
+	case *soak:
+		return 3000
+	case raceEnabled:
+		return underRace
+	}
+	return 200
+}
+
 // corruptEntries is the size of the store the corruption trials damage.
 const corruptEntries = 1500
 
@@ -199,16 +213,7 @@ func readAllChild(args []string) error {
 // what was written. A missing key or entry is acceptable only when Check
 // (or Open) reports the damage.
 func TestCorruptionTrials(t *testing.T) {
-	trials := *corruptTrials
-	switch {
-	case trials != 0:
-	case *soak:
-		trials = 3000
-	case raceEnabled:
-		trials = 60 // each child is a race-instrumented binary
-	default:
-		trials = 200
-	}
+	trials := trialCount(*corruptTrials, 60) // each child is a race-instrumented binary
 	clean, crashed := buildCorruptBase(t)
 	quickChildExit(t)
 	seed := testSeed(t)
@@ -442,16 +447,7 @@ func damageJournal(rng *rand.Rand, base []byte, frames []journalFrame) ([]byte, 
 // that left no intact frame after the break looks like a torn tail, so
 // the lost entries must all be in frames the damage touched.
 func TestJournalCorruptionTrials(t *testing.T) {
-	trials := *journalCorruptTrials
-	switch {
-	case trials != 0:
-	case *soak:
-		trials = 3000
-	case raceEnabled:
-		trials = 100
-	default:
-		trials = 200
-	}
+	trials := trialCount(*journalCorruptTrials, 100)
 	db, base, frames := buildJournalCorruptBase(t)
 	quickChildExit(t)
 	seed := testSeed(t)
